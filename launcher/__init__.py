@@ -1,0 +1,1 @@
+"""Getting fpar processes onto machines: the command line, local launch, SLURM."""

@@ -1,0 +1,1 @@
+"""Raw datasets in, WebDataset shards out: annotation readers, decoding, motion maps."""
