@@ -12,6 +12,7 @@ import logging
 import sys
 
 COMMAND_MODULES: list[str] = [
+    "shards.synth.cli",
     "shards.annotations.cli",
 ]
 

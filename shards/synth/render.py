@@ -1,0 +1,133 @@
+"""Draws the frames of one planned video and the true mask of what moves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from shards.synth import motions
+from shards.synth.objects import Pose, colour_roles, draw_polygons, object_polygons
+from shards.synth.plan import VideoPlan
+from shards.synth.scene import (REFERENCE_HEIGHT, camera_path, camera_reach, light_gain,
+                                paint_kitchen, sample_style)
+from shards.synth.vocab import NOUNS, PART_VERBS, VERBS
+
+OBJECT_SIZE = 78.0  # object height in px at the reference frame height
+CAMERA_SPEED = 55.0  # RMS camera pan in px/s at the reference height, like the objects' own
+DISTRACTORS = (2, 5)  # static look-alikes per segment (min, max+1)
+
+
+@dataclass
+class ActorTrack:
+    """The moving object of one segment and the frames during which it is drawn."""
+
+    noun: int
+    verb: int
+    first: int  # 0-based frame indices, inclusive: visible window
+    last: int
+    start: int  # 0-based frames of the labelled segment, inclusive
+    stop: int
+    base: Pose
+    params: motions.MotionParams
+    colours: dict
+    canvas: np.ndarray  # the world with this segment's static distractors painted in
+
+    def pose(self, t: int) -> Pose:
+        """The object's pose at frame ``t`` (held still outside the segment)."""
+        span = max(1, self.stop - self.start)
+        u = (min(max(t, self.start), self.stop) - self.start) / span
+        dx, dy, factor, angle, openness = motions.offset(self.verb, u, self.params)
+        size = self.base.size * factor
+        return Pose(self.base.x + dx * self.base.size, self.base.y + dy * self.base.size,
+                    size, self.base.angle + angle, self.base.openness + openness)
+
+
+def kitchen_rng(seed: int, participant_index: int) -> np.random.Generator:
+    """The generator of one participant's kitchen: shared by all of that participant's videos."""
+    return np.random.default_rng([seed, 0xC17C, participant_index])
+
+
+class VideoRenderer:
+    """Renders a :class:`VideoPlan` frame by frame.
+
+    Args:
+        plan: The video to draw.
+        dataset_seed: The dataset seed (kitchens depend on it and the participant only).
+        width, height, fps: Output geometry and rate.
+    """
+
+    def __init__(self, plan: VideoPlan, dataset_seed: int, width: int, height: int, fps: float):
+        self.plan, self.width, self.height, self.fps = plan, width, height, fps
+        unit = height / REFERENCE_HEIGHT
+        krng = kitchen_rng(dataset_seed, plan.participant_index)
+        self.style = sample_style(krng)
+        self.light = light_gain(self.style)
+        reach = camera_reach(CAMERA_SPEED * unit)
+        world_w = int(width / 0.9 + 2 * reach + 4 * OBJECT_SIZE * unit)
+        world_h = int(height / 0.9 + 2 * reach + 4 * OBJECT_SIZE * unit)
+        self.world = paint_kitchen(self.style, world_h, world_w, unit, krng)
+        rng = np.random.default_rng(plan.seed)
+        self.camera = camera_path(rng, plan.num_frames, fps, width, height,
+                                  (world_w / 2, world_h / 2), unit, CAMERA_SPEED * unit)
+        self.size = OBJECT_SIZE * unit
+        self.tracks = self._tracks(rng)
+
+    def _tracks(self, rng: np.random.Generator) -> list[ActorTrack]:
+        segs = self.plan.segments
+        tracks = []
+        for k, seg in enumerate(segs):
+            start, stop = seg.start_frame - 1, seg.stop_frame - 1
+            prev_stop = segs[k - 1].stop_frame - 1 if k else -1
+            next_start = segs[k + 1].start_frame - 1 if k + 1 < len(segs) else self.plan.num_frames
+            # Visible a little before and after, never overlapping the neighbours' windows.
+            pad = int(round(0.4 * self.fps))
+            first = max(start - pad, (prev_stop + start) // 2 + 1, 0)
+            last = min(stop + pad, (stop + next_start) // 2, self.plan.num_frames - 1)
+            params = motions.sample_params(seg.verb, rng)
+            mid = self.camera.centres[(start + stop) // 2]
+            cx, cy = motions.path_centre(seg.verb, params)
+            size = self.size * rng.uniform(0.85, 1.15)
+            target = mid + rng.uniform(-1, 1, 2) * (0.18 * self.width, 0.12 * self.height)
+            angle = float(rng.uniform(-12, 12))
+            base = Pose(target[0] - cx * size, target[1] - cy * size, size, angle, 0.0)
+            canvas = self._with_distractors(rng, mid, seg)
+            tracks.append(ActorTrack(seg.noun, seg.verb, first, last, start, stop, base, params,
+                                     colour_roles(NOUNS[seg.noun], rng, self.light), canvas))
+        return tracks
+
+    def _with_distractors(self, rng: np.random.Generator, mid: np.ndarray, seg) -> np.ndarray:
+        """The world with static objects of the same kinds around the action (not in the mask)."""
+        canvas = self.world.copy()
+        for _ in range(int(rng.integers(*DISTRACTORS))):
+            # Same noun as the actor now and then, so "which object" is not given by kind.
+            noun = seg.noun if rng.random() < 0.3 else int(rng.integers(len(NOUNS)))
+            pos = mid + rng.uniform(-1, 1, 2) * (0.45 * self.width, 0.4 * self.height)
+            pose = Pose(float(pos[0]), float(pos[1]), self.size * rng.uniform(0.8, 1.2),
+                        float(rng.uniform(-15, 15)), float(rng.uniform(0, 1)))
+            body, part = object_polygons(NOUNS[noun], pose)
+            draw_polygons(canvas, body + part, colour_roles(NOUNS[noun], rng, self.light))
+        return canvas
+
+    def frames(self, mask: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """Yields (H, W, 3) uint8 RGB frames; fills ``mask`` (T, H, W) with what moves."""
+        track_of = np.full(self.plan.num_frames, -1)
+        for k, tr in enumerate(self.tracks):
+            track_of[tr.first:tr.last + 1] = k
+        for t in range(self.plan.num_frames):
+            matrix = self.camera.matrices[t]
+            k = int(track_of[t])
+            canvas = self.tracks[k].canvas if k >= 0 else self.world
+            frame = cv2.warpAffine(canvas, matrix, (self.width, self.height),
+                                   flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+            if k >= 0:
+                tr = self.tracks[k]
+                body, part = object_polygons(NOUNS[tr.noun], tr.pose(t))
+                moving = tr.start <= t <= tr.stop
+                whole = VERBS[tr.verb] not in PART_VERBS
+                target = mask[t] if (mask is not None and moving) else None
+                draw_polygons(frame, body, tr.colours, matrix, target if whole else None)
+                draw_polygons(frame, part, tr.colours, matrix, target)
+            yield frame

@@ -1,0 +1,62 @@
+"""The synthetic kitchens' vocabulary: verbs (how an object moves), nouns (what it looks like).
+
+Class ids of the used verbs and nouns are 0..K-1 in every format; the rest of each dataset's
+class table is filled with placeholder names so the tables have the real sizes.
+"""
+
+from __future__ import annotations
+
+VERBS: tuple[str, ...] = (
+    "take", "put", "open", "close", "shake", "stir", "move-left", "move-right", "turn",
+)
+"""Verbs in class-id order; motions are defined in :mod:`shards.synth.motions`."""
+
+NOUNS: tuple[str, ...] = (
+    "pan", "bottle", "jar", "drawer", "kettle", "fridge", "box",
+    "cup", "knife", "plate", "bowl", "spoon", "tomato", "sponge",
+)
+"""Nouns in class-id order; shapes are defined in :mod:`shards.synth.objects`."""
+
+LIDDED_NOUNS: frozenset[str] = frozenset(
+    {"pan", "bottle", "jar", "drawer", "kettle", "fridge", "box"}
+)
+"""Nouns with a part (lid, cap, door, drawer) that open/close can move."""
+
+PART_VERBS: frozenset[str] = frozenset({"open", "close"})
+
+CLASS_COUNTS: dict[str, dict[str, int]] = {
+    "epic55": {"verb": 125, "noun": 352},
+    "epic100": {"verb": 97, "noun": 300},
+    "gtea61": {"class": 61},
+    "egtea": {"class": 106, "verb": 19, "noun": 53},
+}
+"""Class-table sizes of the real datasets (the synthetic tables have the same sizes)."""
+
+FORMATS: tuple[str, ...] = tuple(CLASS_COUNTS)
+
+
+def compatible(verb: int, noun: int) -> bool:
+    """Whether ``verb`` can be performed on ``noun`` (open/close need a movable part)."""
+    return VERBS[verb] not in PART_VERBS or NOUNS[noun] in LIDDED_NOUNS
+
+
+def action_combos() -> list[tuple[int, int]]:
+    """Every compatible (verb, noun) pair in a fixed order that covers all verbs and nouns early.
+
+    Round ``r`` pairs noun ``n`` with verb ``(n + r) % V``, so any prefix of the list spreads
+    over the whole vocabulary; single-label datasets (GTEA-61, EGTEA) take a prefix.
+    """
+    combos: list[tuple[int, int]] = []
+    for shift in range(len(VERBS)):
+        for noun in range(len(NOUNS)):
+            verb = (noun + shift) % len(VERBS)
+            if compatible(verb, noun):
+                combos.append((verb, noun))
+    return combos
+
+
+def names_with_placeholders(used: tuple[str, ...], total: int, prefix: str) -> list[str]:
+    """``used`` names followed by ``prefix-<id>`` placeholders up to ``total`` entries."""
+    if len(used) > total:
+        raise ValueError(f"{len(used)} {prefix} names do not fit a table of {total}")
+    return list(used) + [f"{prefix}-{i:03d}" for i in range(len(used), total)]
