@@ -12,6 +12,7 @@ import logging
 import sys
 
 COMMAND_MODULES: list[str] = [
+    "fpar.models.cli",
     "shards.synth.cli",
     "shards.annotations.cli",
 ]
