@@ -43,15 +43,20 @@ def compatible(verb: int, noun: int) -> bool:
 def action_combos() -> list[tuple[int, int]]:
     """Every compatible (verb, noun) pair in a fixed order that covers all verbs and nouns early.
 
-    Round ``r`` pairs noun ``n`` with verb ``(n + r) % V``, so any prefix of the list spreads
-    over the whole vocabulary; single-label datasets (GTEA-61, EGTEA) take a prefix.
+    Round ``r`` pairs each noun ``n`` with verb ``(n + r) % V``, or with the next verb it
+    accepts and has not had yet, so any prefix of two rounds spans the whole vocabulary;
+    single-label datasets (GTEA-61, EGTEA) take a prefix.
     """
+    used: dict[int, set[int]] = {n: set() for n in range(len(NOUNS))}
     combos: list[tuple[int, int]] = []
     for shift in range(len(VERBS)):
         for noun in range(len(NOUNS)):
-            verb = (noun + shift) % len(VERBS)
-            if compatible(verb, noun):
-                combos.append((verb, noun))
+            for step in range(len(VERBS)):
+                verb = (noun + shift + step) % len(VERBS)
+                if compatible(verb, noun) and verb not in used[noun]:
+                    used[noun].add(verb)
+                    combos.append((verb, noun))
+                    break
     return combos
 
 
