@@ -1,0 +1,201 @@
+"""ShardStream: one rank's view of a shard folder, as training epochs or one evaluation pass.
+
+How the work is split (the trade-off):
+
+* Training. Each epoch the shards are shuffled by ``(seed, epoch)`` and their samples,
+  concatenated, are cut into ``world_size`` contiguous ranges whose sizes differ by at
+  most one (counts come from the manifest, so no rank reads anything to know its share).
+  A rank reads only the shards overlapping its range (a boundary shard is read past up to
+  the rank's first sample but not decoded), so total I/O stays about one read of the data
+  per epoch however many ranks there are. The price, compared with every rank reading
+  every shard and keeping positions ``r, r+W, ...``, is mixing: a rank's batches come
+  from a contiguous run of (shuffled) shards, mixed by a seeded shuffle buffer, so
+  samples of one shard tend to land in nearby batches of the same rank. Shards written in
+  annotation order hold a few videos each; a larger ``shuffle_buffer`` mixes more.
+* Equal steps. Every rank runs ``ceil(ceil(N / W) / B)`` steps; a rank whose share does
+  not fill its last batch pads it with its own first samples, flagged ``is_repeat``, so
+  the ranks' non-repeated samples are disjoint and together are exactly the epoch.
+  Shards of uneven size need no special care: the split is by samples, not by shards.
+* Damage. A sample the tars fail to deliver (garbage mid-tar, truncation) is a
+  shortfall: counted, warned about and, beyond ``max_shortfall``, an error. A delivered
+  sample that cannot be decoded is skipped with a counted warning. In training either is
+  replaced in its batch by a repeat of a sample of the same batch, so batch shapes and
+  the step count never change.
+* Evaluation. Shards in manifest order, the same contiguous split, no padding: each
+  segment is produced by exactly one rank (ranks may get one more or fewer); skipped
+  segments are reported, never duplicated.
+* Workers. Loader worker ``k`` decodes the positions ``p % K == k`` (see
+  :mod:`fpar.data.worker`), so the batches do not depend on the worker count, and a
+  resumed epoch (``start_step``) skips decoding of the positions it does not need.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+
+from torch.utils.data import DataLoader
+
+from fpar.data.accounting import DataShortfallError, PassReport, collate, fill_batches
+from fpar.data.config import DataConfig
+from fpar.data.plan import RankPlan, rank_plan, shard_entries, split_range, steps_per_epoch
+from fpar.data.worker import OK, PassDataset, init_worker
+from shards.schema import read_manifest
+
+__all__ = ["ShardStream", "DataShortfallError", "clip_throughput"]
+
+
+class ShardStream:
+    """One rank's stream of batches from a shard folder.
+
+    Args:
+        cfg: Data settings.
+        shard_dir: Folder with the tar shards and ``manifest.json``.
+        train: Training (shuffled epochs, augmentation) or evaluation (centre crops).
+        rank: This process's rank in ``[0, world_size)``.
+        world_size: Number of ranks reading the folder together.
+        seed: Run seed; with the epoch it fixes order, frames and augmentation.
+
+    Raises:
+        shards.schema.SchemaError: The folder has no valid manifest.
+        ValueError: Bad rank/world size, too few samples for the ranks, or flow asked of
+            shards built without it.
+    """
+
+    def __init__(self, cfg: DataConfig, shard_dir: str | Path, *, train: bool, rank: int,
+                 world_size: int, seed: int):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        self.cfg, self.train, self.rank, self.world_size, self.seed = cfg, train, rank, world_size, seed
+        self.shard_dir = Path(shard_dir)
+        manifest = read_manifest(self.shard_dir)
+        self.shards = shard_entries(self.shard_dir, manifest["shards"])
+        self.num_samples = sum(s.samples for s in self.shards)
+        if self.num_samples == 0:
+            raise ValueError(f"{self.shard_dir}: the manifest lists no samples")
+        if train and self.num_samples < world_size:
+            raise ValueError(
+                f"{self.shard_dir}: {self.num_samples} samples cannot give each of "
+                f"{world_size} ranks a training sample"
+            )
+        if cfg.use_flow and manifest["params"].get("flow") is False:
+            raise ValueError(f"{self.shard_dir}: data.use_flow is set but the shards hold no flow")
+        batch = cfg.batch_size if train else cfg.eval_batch_size
+        self.steps_per_epoch = steps_per_epoch(self.num_samples, world_size, batch)
+        self._report: PassReport | None = None
+
+    @property
+    def num_rank_samples(self) -> int:
+        """Samples of this rank per pass (before padding)."""
+        start, stop = split_range(self.num_samples, self.world_size, self.rank)
+        return stop - start
+
+    def plan(self, epoch: int, train: bool = True) -> RankPlan:
+        """This rank's reading plan: a training epoch, or the evaluation pass."""
+        return rank_plan(self.shards, train=train, seed=self.seed, epoch=epoch if train else 0,
+                         rank=self.rank, world_size=self.world_size, batch_size=self.cfg.batch_size,
+                         shuffle_buffer=self.cfg.shuffle_buffer)
+
+    def _items(self, plan: RankPlan, epoch: int, start: int, train: bool) -> Iterator[dict]:
+        """Items of positions ``start..plan.total-1`` in position order."""
+        dataset = PassDataset(plan, self.cfg, train=train, seed=self.seed, epoch=epoch, start=start)
+        if self.cfg.workers == 0:
+            source = iter(dataset)
+        else:
+            source = iter(DataLoader(dataset, batch_size=None, num_workers=self.cfg.workers,
+                                     worker_init_fn=init_worker, pin_memory=False,
+                                     prefetch_factor=self.cfg.prefetch_factor))
+        pending: dict[int, dict] = {}
+        want = start
+        for item in source:
+            pending[item["pos"]] = item
+            while want in pending:
+                yield pending.pop(want)
+                want += 1
+        if want != plan.total:
+            raise RuntimeError(f"rank {self.rank}: pass ended at position {want} of {plan.total}")
+
+    def epoch_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
+        """Training batches of ``epoch``, from step ``start_step`` to the end.
+
+        Yields exactly ``steps_per_epoch - start_step`` batches of ``batch_size`` clips,
+        the same on every call with the same ``(seed, epoch)``; a resumed epoch equals the
+        tail of the uninterrupted one. Batch keys: ``frames``, ``motion``, [``flow``], the
+        label keys, ``segment_id``, ``is_repeat``.
+        """
+        if not self.train:
+            raise ValueError("epoch_batches() needs a stream built with train=True; use eval_batches()")
+        if not 0 <= start_step <= self.steps_per_epoch:
+            raise ValueError(f"start_step {start_step} not in [0, {self.steps_per_epoch}]")
+        plan = self.plan(epoch, train=True)
+        size = self.cfg.batch_size
+        report = PassReport(max(0, plan.n_rank - start_step * size), self.cfg.max_shortfall)
+        self._report = report
+        groups = _groups(self._items(plan, epoch, start_step * size, train=True), size, report)
+        for clips, repeat in fill_batches(groups, self.rank):
+            report.repeats += sum(repeat)
+            yield collate(clips, repeat, self.cfg.label_keys)
+        report.finish()
+
+    def eval_batches(self) -> Iterator[dict]:
+        """Evaluation batches: this rank's share of the segments, each exactly once.
+
+        Batches hold ``eval_batch_size`` clips (the last one fewer); skipped
+        (undecodable or missing) segments are reported in :meth:`epoch_report`.
+        """
+        plan = self.plan(0, train=False)
+        report = PassReport(plan.n_rank, self.cfg.max_shortfall)
+        self._report = report
+        clips: list[dict] = []
+        for item in self._items(plan, 0, 0, train=False):
+            report.record(item)
+            if item["status"] == OK:
+                clips.append(item["clip"])
+            if len(clips) == self.cfg.eval_batch_size:
+                yield collate(clips, [False] * len(clips), self.cfg.label_keys)
+                clips = []
+        if clips:
+            yield collate(clips, [False] * len(clips), self.cfg.label_keys)
+        report.finish()
+
+    def epoch_report(self) -> dict:
+        """Counts of the last (or current) pass: expected, seen, skipped_undecodable,
+        shortfall (samples missing from the shards), shortfall_fraction, repeats, problems."""
+        if self._report is None:
+            return PassReport(0, self.cfg.max_shortfall).as_dict()
+        return self._report.as_dict()
+
+
+def _groups(items: Iterator[dict], size: int, report: PassReport) -> Iterator[list[dict]]:
+    """Counts each item and cuts the position-ordered items into batches of ``size``."""
+    group: list[dict] = []
+    for item in items:
+        report.record(item)
+        group.append(item)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        raise RuntimeError(f"a training pass ended with a partial batch of {len(group)}")
+
+
+def clip_throughput(shard_dir: str | Path, cfg: DataConfig, seconds: float = 20.0,
+                    train: bool = True, seed: int = 0) -> float:
+    """Clips per second one rank's stream delivers (batches fully built), for benchmarks.
+
+    Reads training epochs (or evaluation passes) back to back until ``seconds`` have
+    passed, not counting the first batch (worker start-up).
+    """
+    stream = ShardStream(cfg, shard_dir, train=train, rank=0, world_size=1, seed=seed)
+    clips, started, epoch = 0, None, 0
+    while True:
+        batches = stream.epoch_batches(epoch) if train else stream.eval_batches()
+        for batch in batches:
+            if started is None:
+                started = time.perf_counter()
+                continue
+            clips += len(batch["segment_id"])
+            if time.perf_counter() - started >= seconds:
+                return clips / (time.perf_counter() - started)
+        epoch += 1

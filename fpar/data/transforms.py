@@ -1,0 +1,166 @@
+"""Geometric augmentation applied identically to frames, motion maps and flow.
+
+A crop is described once, as a box in *relative* coordinates of the stored frame plus a
+flip flag (:class:`CropBox`). Every array of the clip is then warped with the affine map
+that box implies at its own resolution, so frames decoded at half size, motion maps at a
+quarter of the frame size and flow fields all receive exactly the same crop and flip
+(pixel centres correspond exactly, no per-resolution rounding).
+
+Training uses Ego-RNN's multi-scale corner crop: the crop's width and height are the
+frame's short side times a scale drawn per axis from ``scales``, placed at one of the four
+corners or the centre, resized to ``crop_size``; then a horizontal flip with probability
+1/2 that also negates the x components of the flow. Testing takes a fixed centre crop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+CORNERS = ("c", "tl", "tr", "bl", "br")
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A crop as fractions of the frame's width/height, and whether to mirror it."""
+
+    x0: float
+    y0: float
+    w: float
+    h: float
+    flip: bool = False
+
+
+def train_box(
+    width: int,
+    height: int,
+    scales: Sequence[float],
+    flip: bool,
+    rng: np.random.Generator,
+) -> CropBox:
+    """Draws a multi-scale corner crop (and flip) for a stored frame of this size.
+
+    Args:
+        width: Stored frame width in pixels.
+        height: Stored frame height in pixels.
+        scales: Candidate scales; one is drawn for each axis.
+        flip: Whether a horizontal flip may be drawn (probability 1/2).
+        rng: Source of the draw.
+
+    Returns:
+        The crop box.
+    """
+    base = min(width, height)
+    cw = int(base * scales[int(rng.integers(len(scales)))])
+    ch = int(base * scales[int(rng.integers(len(scales)))])
+    corner = CORNERS[int(rng.integers(len(CORNERS)))]
+    if corner == "c":
+        x0, y0 = (width - cw) // 2, (height - ch) // 2
+    else:
+        x0 = 0 if corner[1] == "l" else width - cw
+        y0 = 0 if corner[0] == "t" else height - ch
+    mirrored = bool(flip and rng.random() < 0.5)
+    return CropBox(x0 / width, y0 / height, cw / width, ch / height, mirrored)
+
+
+def centre_box(width: int, height: int, fraction: float) -> CropBox:
+    """The deterministic centre crop: a square of ``fraction`` of the short side."""
+    side = int(round(min(width, height) * fraction))
+    x0, y0 = (width - side) // 2, (height - side) // 2
+    return CropBox(x0 / width, y0 / height, side / width, side / height, False)
+
+
+def _affine(box: CropBox, in_w: int, in_h: int, out_w: int, out_h: int) -> np.ndarray:
+    """Affine matrix sending input pixel centres inside ``box`` onto an out_w x out_h grid."""
+    ax = out_w / (box.w * in_w)
+    ay = out_h / (box.h * in_h)
+    # Pixel i covers [i, i + 1); centres sit at i + 0.5 in continuous coordinates.
+    tx = (0.5 - box.x0 * in_w) * ax - 0.5
+    ty = (0.5 - box.y0 * in_h) * ay - 0.5
+    if box.flip:
+        ax, tx = -ax, out_w - 1 - tx
+    return np.array([[ax, 0.0, tx], [0.0, ay, ty]], dtype=np.float64)
+
+
+def warp_stack(stack: np.ndarray, box: CropBox, out_size: int) -> np.ndarray:
+    """Crops/resizes/flips an (H, W, C) array (any C) to (out_size, out_size, C)."""
+    h, w = stack.shape[:2]
+    matrix = _affine(box, w, h, out_size, out_size)
+    # Shrinking a lot with bilinear sampling aliases; area interpolation cannot be
+    # expressed as an affine warp, so resize the cropped region instead in that case.
+    scale = min(out_size / (box.w * w), out_size / (box.h * h))
+    if scale < 0.5:
+        x0, y0 = int(round(box.x0 * w)), int(round(box.y0 * h))
+        x1, y1 = x0 + max(1, int(round(box.w * w))), y0 + max(1, int(round(box.h * h)))
+        region = stack[y0:y1, x0:x1]
+        if region.ndim == 2:
+            region = region[:, :, None]
+        # cv2's area resize takes at most 4 channels at a time.
+        out = np.concatenate(
+            [_area(region[:, :, c : c + 4], out_size) for c in range(0, region.shape[2], 4)], axis=2
+        )
+        return np.ascontiguousarray(out[:, ::-1]) if box.flip else out
+    out = cv2.warpAffine(
+        stack, matrix, (out_size, out_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    if out.ndim == 2:
+        out = out[:, :, None]
+    return out
+
+
+def _area(region: np.ndarray, out_size: int) -> np.ndarray:
+    out = cv2.resize(np.ascontiguousarray(region), (out_size, out_size), interpolation=cv2.INTER_AREA)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def crop_frames(frames: Sequence[np.ndarray], box: CropBox, size: int) -> np.ndarray:
+    """Applies ``box`` to each (H, W, 3) uint8 frame; returns (N, size, size, 3) uint8."""
+    out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        out[i] = warp_stack(frame, box, size)
+    return out
+
+
+def crop_maps(maps: np.ndarray, box: CropBox, size: int) -> np.ndarray:
+    """Applies ``box`` to (N, h, w) maps at their own resolution; returns (N, size, size)."""
+    stacked = np.ascontiguousarray(np.moveaxis(maps, 0, -1))
+    return np.moveaxis(warp_stack(stacked, box, size), -1, 0)
+
+
+def crop_flow(flow: np.ndarray, box: CropBox, size: int) -> np.ndarray:
+    """Applies ``box`` to float flow (N, C, H, W) whose even channels are x components.
+
+    A horizontal flip mirrors the field and also reverses horizontal motion, so the x
+    channels change sign. Returns (N, C, size, size) float32.
+    """
+    n, c, h, w = flow.shape
+    stacked = np.ascontiguousarray(flow.reshape(n * c, h, w).transpose(1, 2, 0), dtype=np.float32)
+    out = warp_stack(stacked, box, size).transpose(2, 0, 1).reshape(n, c, size, size)
+    out = np.ascontiguousarray(out)
+    if box.flip:
+        out[:, 0::2] *= -1.0
+    return out
+
+
+def map_size(cfg_motion_size: int | None, crop_size: int, frame_short: int, map_short: int) -> int:
+    """Output side of the motion maps: configured, or the stored maps' scale kept."""
+    if cfg_motion_size is not None:
+        return cfg_motion_size
+    return max(1, int(round(crop_size * map_short / frame_short)))
+
+
+_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0
+_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0
+
+
+def normalise_frames(frames: np.ndarray) -> torch.Tensor:
+    """(N, S, S, 3) uint8 RGB -> (N, 3, S, S) float32 with ImageNet mean/std."""
+    tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    return tensor.sub_(_MEAN).div_(_STD)

@@ -1,0 +1,201 @@
+"""ShardStream on tiny shards: rank splits, determinism, resume, damage, evaluation."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fpar.data import DataConfig, DataShortfallError, ShardStream
+from fpar.io import atomic_write_json
+from shards.schema import (
+    FRAMES_EXT,
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    encode_sample,
+    pack_images,
+    sample_key,
+)
+from shards.writer import ShardWriter
+
+SIZES = (5, 2, 1)
+ALL_IDS = {f"seg{i}" for i in range(sum(SIZES))}
+
+
+def build_shards(out: Path, sizes=SIZES, bad_jpeg: str | None = None, count=8) -> Path:
+    """Writes tars of ``sizes`` samples (ids seg0, seg1, ...) and their manifest."""
+    out.mkdir(parents=True)
+    names = iter(f"toy-train-{i:06d}.tar" for i in range(len(sizes)))
+    records = []
+    writer = ShardWriter(out, lambda: next(names), 1 << 40, records.append)
+    rng = np.random.default_rng(0)
+    number = 0
+    for size in sizes:
+        for _ in range(size):
+            segment = f"seg{number}"
+            frames = (rng.random((count, 32, 40, 3)) * 255).astype(np.uint8)
+            motion = (rng.random((count, 8, 10)) * 255).astype(np.uint8)
+            meta = {"dataset": "epic55", "segment_id": segment, "video_id": "P01_01",
+                    "participant": "P01", "verb_class": number % 4, "noun_class": number % 3,
+                    "class_id": -1, "fps": 60.0, "frame_indices": list(range(1, count + 1))}
+            members = encode_sample(meta, frames, motion)
+            if segment == bad_jpeg:
+                members[FRAMES_EXT] = pack_images([b"\xff\xd8not a jpeg"] * count)
+            writer.write(sample_key(segment), members)
+            number += 1
+        writer.finish()
+    manifest = {"schema_version": SCHEMA_VERSION, "dataset": "epic55", "split": "train",
+                "params": {"flow": False}, "shards": [r.summary() for r in records],
+                "num_samples": number, "failures": [], "num_segments": number}
+    atomic_write_json(out / MANIFEST_NAME, manifest)
+    return out
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory) -> Path:
+    return build_shards(tmp_path_factory.mktemp("data") / "shards")
+
+
+def config(**kw) -> DataConfig:
+    base = dict(crop_size=16, num_frames=3, batch_size=2, eval_batch_size=3, shuffle_buffer=3)
+    return DataConfig(**{**base, **kw})
+
+
+def epoch(cfg, shard_dir, rank, world, number=0, start_step=0, seed=7):
+    stream = ShardStream(cfg, shard_dir, train=True, rank=rank, world_size=world, seed=seed)
+    return stream, list(stream.epoch_batches(number, start_step=start_step))
+
+
+def own_ids(batches):
+    ids = []
+    for batch in batches:
+        ids += [s for s, rep in zip(batch["segment_id"], batch["is_repeat"].tolist()) if not rep]
+    return ids
+
+
+@pytest.mark.parametrize("world,batch", [(2, 2), (2, 3), (3, 2)])
+def test_ranks_see_disjoint_samples_whose_union_is_the_epoch(shard_dir, world, batch):
+    cfg = config(batch_size=batch)
+    for number in (0, 1):
+        runs = [epoch(cfg, shard_dir, r, world, number) for r in range(world)]
+        steps = {stream.steps_per_epoch for stream, _ in runs} | {len(b) for _, b in runs}
+        assert steps == {math.ceil(math.ceil(len(ALL_IDS) / world) / batch)}
+        per_rank = [own_ids(b) for _, b in runs]
+        flat = [s for ids in per_rank for s in ids]
+        assert len(flat) == len(set(flat)) and set(flat) == ALL_IDS
+        for (_, batches), ids in zip(runs, per_rank):
+            assert all(len(b["segment_id"]) == batch for b in batches)
+            assert batches[0]["frames"].shape == (batch, 3, 3, 16, 16)
+            assert batches[0]["motion"].shape == (batch, 3, 4, 4)
+            assert batches[0]["verb"].dtype == torch.int64
+            repeats = [s for b in batches for s, r in zip(b["segment_id"], b["is_repeat"]) if r]
+            assert set(repeats) <= set(ids)  # padding repeats the rank's own samples
+
+
+def test_order_is_a_function_of_seed_and_epoch(shard_dir):
+    cfg = config()
+    _, first = epoch(cfg, shard_dir, 0, 1, number=0)
+    _, again = epoch(cfg, shard_dir, 0, 1, number=0)
+    _, other = epoch(cfg, shard_dir, 0, 1, number=1)
+    _, reseeded = epoch(cfg, shard_dir, 0, 1, number=0, seed=8)
+    assert own_ids(first) == own_ids(again)
+    for a, b in zip(first, again):
+        assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["motion"], b["motion"])
+    assert own_ids(first) != own_ids(other)
+    assert own_ids(first) != own_ids(reseeded)
+    assert set(own_ids(other)) == ALL_IDS
+
+
+def test_resumed_epoch_is_the_tail_of_the_full_one(shard_dir):
+    cfg = config()
+    stream, full = epoch(cfg, shard_dir, 1, 2, number=3)
+    for start in (1, stream.steps_per_epoch):
+        _, tail = epoch(cfg, shard_dir, 1, 2, number=3, start_step=start)
+        assert len(tail) == len(full) - start
+        for a, b in zip(full[start:], tail):
+            assert a["segment_id"] == b["segment_id"]
+            assert torch.equal(a["frames"], b["frames"]) and torch.equal(a["is_repeat"], b["is_repeat"])
+
+
+def test_worker_processes_give_the_same_batches(shard_dir):
+    _, inline = epoch(config(workers=0), shard_dir, 0, 2, number=2)
+    _, workers = epoch(config(workers=2), shard_dir, 0, 2, number=2)
+    assert [b["segment_id"] for b in inline] == [b["segment_id"] for b in workers]
+    for a, b in zip(inline, workers):
+        assert torch.equal(a["frames"], b["frames"])
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_eval_gives_each_segment_exactly_once(shard_dir, world):
+    seen = []
+    for rank in range(world):
+        stream = ShardStream(config(), shard_dir, train=False, rank=rank, world_size=world, seed=0)
+        batches = list(stream.eval_batches())
+        assert all(len(b["segment_id"]) <= 3 for b in batches)
+        assert not any(b["is_repeat"].any() for b in batches)
+        seen += [s for b in batches for s in b["segment_id"]]
+        assert stream.epoch_report()["seen"] == sum(len(b["segment_id"]) for b in batches)
+    assert sorted(seen) == sorted(ALL_IDS)
+
+
+def damage(shard_dir: Path, out: Path, how: str) -> Path:
+    """Copies the shards and breaks the 5-sample tar: garbage after its 2nd sample, or cut."""
+    shutil.copytree(shard_dir, out)
+    tar_path = out / "toy-train-000000.tar"
+    with tarfile.open(tar_path) as tar:
+        third = [m for m in tar.getmembers() if m.name.startswith(sample_key("seg2") + ".")][0]
+    data = bytearray(tar_path.read_bytes())
+    if how == "garbage":
+        data[third.offset : third.offset + 1024] = bytes(range(256)) * 4
+    else:
+        data = data[: third.offset]
+    tar_path.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated"])
+def test_broken_tar_is_a_shortfall(shard_dir, tmp_path, how):
+    broken = damage(shard_dir, tmp_path / "broken", how)
+    with pytest.raises(DataShortfallError, match="toy-train-000000.tar"):
+        epoch(config(), broken, 0, 1)
+    stream, batches = epoch(config(max_shortfall=0.5), broken, 0, 1)
+    report = stream.epoch_report()
+    assert report["expected"] == 8 and report["shortfall"] == 3 and report["seen"] == 5
+    assert len(batches) == stream.steps_per_epoch and set(own_ids(batches)) == ALL_IDS - {"seg2", "seg3", "seg4"}
+    assert any("read 2 of 5" in p for p in report["problems"])
+    evaluation = ShardStream(config(max_shortfall=0.5), broken, train=False, rank=0, world_size=1, seed=0)
+    assert len([s for b in evaluation.eval_batches() for s in b["segment_id"]]) == 5
+    assert evaluation.epoch_report()["shortfall"] == 3
+
+
+def test_undecodable_sample_is_skipped_and_counted(tmp_path, caplog):
+    shards = build_shards(tmp_path / "bad", bad_jpeg="seg6")
+    stream, batches = epoch(config(), shards, 0, 1)
+    report = stream.epoch_report()
+    assert report["skipped_undecodable"] == 1 and report["seen"] == 7 and report["shortfall"] == 0
+    assert len(batches) == 4 and set(own_ids(batches)) == ALL_IDS - {"seg6"}
+    assert sum(int(b["is_repeat"].sum()) for b in batches) == 1
+    assert "skipped undecodable sample" in caplog.text and "seg6" in caplog.text
+    evaluation = ShardStream(config(), shards, train=False, rank=0, world_size=1, seed=0)
+    ids = [s for b in evaluation.eval_batches() for s in b["segment_id"]]
+    assert sorted(ids) == sorted(ALL_IDS - {"seg6"})
+    assert evaluation.epoch_report()["skipped_undecodable"] == 1
+
+
+def test_bad_arguments_are_refused(shard_dir, tmp_path):
+    with pytest.raises(ValueError, match="rank 2"):
+        ShardStream(config(), shard_dir, train=True, rank=2, world_size=2, seed=0)
+    with pytest.raises(ValueError, match="cannot give each of 9 ranks"):
+        ShardStream(config(), shard_dir, train=True, rank=0, world_size=9, seed=0)
+    with pytest.raises(ValueError, match="no flow"):
+        ShardStream(config(use_flow=True), shard_dir, train=True, rank=0, world_size=1, seed=0)
+    with pytest.raises(ValueError, match="manifest"):
+        ShardStream(config(), tmp_path, train=True, rank=0, world_size=1, seed=0)
+    stream = ShardStream(config(), shard_dir, train=False, rank=0, world_size=1, seed=0)
+    with pytest.raises(ValueError, match="eval_batches"):
+        next(stream.epoch_batches(0))
