@@ -31,6 +31,11 @@ def test_same_seed_same_annotation_bytes_other_seed_differs(tmp_path):
     a = generate("epic55", tmp_path / "a", 2, 6, seed=3, **TINY)
     b = generate("epic55", tmp_path / "b", 2, 6, seed=3, **TINY)
     c = generate("epic55", tmp_path / "c", 2, 6, seed=4, **TINY)
+    parallel = generate("epic55", tmp_path / "p", 2, 6, seed=3, workers=2, **TINY)
+    assert _annotation_bytes(parallel) == _annotation_bytes(a)
+    for video in ("P01_01.MP4", "P01_02.MP4"):
+        assert (a / "videos" / "P01" / video).read_bytes() == \
+            (parallel / "videos" / "P01" / video).read_bytes()
     assert _annotation_bytes(a) == _annotation_bytes(b)
     assert _annotation_bytes(a)["EPIC_train_action_labels.csv"] != \
         _annotation_bytes(c)["EPIC_train_action_labels.csv"]
