@@ -1,0 +1,168 @@
+"""Scores files: the official EPIC-KITCHENS-100 C1 results format, used for every dataset.
+
+A scores file is a ``torch.save`` of a dict holding ``narration_id`` (list of segment ids as
+strings) and one ``<task>_output`` array of shape (N, classes) per task: ``verb_output`` and
+``noun_output`` for EPIC-KITCHENS, ``class_output`` for single-label datasets (GTEA-61,
+EGTEA Gaze+). Row i of every array scores segment ``narration_id[i]``.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from fpar.io import atomic_write_bytes
+
+ID_KEY = "narration_id"
+OUTPUT_SUFFIX = "_output"
+TASKS = ("verb", "noun", "class")
+
+# numpy objects a pickled array refers to; allowing only these keeps ``torch.load`` in its
+# weights-only mode, so a scores file cannot run code when it is read.
+_NUMPY_GLOBALS = [
+    np.ndarray,
+    np.dtype,
+    np._core.multiarray._reconstruct,
+    np._core.multiarray.scalar,
+    *(type(np.dtype(t)) for t in ("float16", "float32", "float64", "int64", "int32")),
+]
+
+
+class ScoresError(ValueError):
+    """A scores file (or the data meant for one) that breaks the format."""
+
+
+def _task_name(key: str) -> str:
+    return key[: -len(OUTPUT_SUFFIX)] if key.endswith(OUTPUT_SUFFIX) else key
+
+
+def _validate(
+    ids: Sequence, outputs: Mapping[str, object], where: str
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Checks ids and arrays, returning them as a list of str and float arrays by task."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, (list, tuple, np.ndarray)):
+        raise ScoresError(f"{where}: {ID_KEY} must be a list of strings, got {type(ids).__name__}")
+    ids = list(ids)
+    not_str = [i for i, v in enumerate(ids) if not isinstance(v, (str, np.str_))]
+    if not_str:
+        i = not_str[0]
+        raise ScoresError(
+            f"{where}: {ID_KEY}[{i}] is {ids[i]!r} ({type(ids[i]).__name__}), not a string"
+        )
+    ids = [str(v) for v in ids]
+    seen: dict[str, int] = {}
+    for i, value in enumerate(ids):
+        if value in seen:
+            raise ScoresError(f"{where}: segment id {value!r} appears twice (rows {seen[value]} and {i})")
+        seen[value] = i
+    if not outputs:
+        raise ScoresError(f"{where}: no score arrays (expected verb_output/noun_output or class_output)")
+    arrays: dict[str, np.ndarray] = {}
+    for key, value in outputs.items():
+        task = _task_name(str(key))
+        if task not in TASKS:
+            raise ScoresError(f"{where}: unknown score array {key!r} (tasks: {', '.join(TASKS)})")
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        array = np.asarray(value)
+        if array.ndim != 2:
+            raise ScoresError(f"{where}: {task}{OUTPUT_SUFFIX} must be 2-D (N, classes), got shape {array.shape}")
+        if not np.issubdtype(array.dtype, np.floating):
+            raise ScoresError(f"{where}: {task}{OUTPUT_SUFFIX} must hold floats, got {array.dtype}")
+        if array.shape[0] != len(ids):
+            raise ScoresError(
+                f"{where}: {task}{OUTPUT_SUFFIX} has {array.shape[0]} rows but there are {len(ids)} ids"
+            )
+        arrays[task] = array
+    if "class" in arrays and len(arrays) > 1:
+        raise ScoresError(f"{where}: class_output cannot be mixed with verb/noun outputs")
+    return ids, arrays
+
+
+def save_scores(path: str | Path, ids: Sequence[str], outputs: Mapping[str, np.ndarray]) -> Path:
+    """Writes a scores file atomically.
+
+    Args:
+        path: Destination file (conventionally ``*.pt`` or ``*.pkl``).
+        ids: Segment ids, unique strings, one per row.
+        outputs: Arrays (N, classes) by task, keyed ``verb``/``noun`` or ``class`` (the
+            ``*_output`` spelling is accepted too). Tensors are converted to numpy.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ScoresError: If the ids or arrays break the format.
+    """
+    path = Path(path)
+    ids, arrays = _validate(ids, outputs, str(path))
+    payload: dict[str, object] = {ID_KEY: ids}
+    payload.update({f"{task}{OUTPUT_SUFFIX}": array for task, array in arrays.items()})
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def load_scores(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Reads and validates a scores file.
+
+    Args:
+        path: A file written by ``save_scores`` or the official EPIC-100 tools.
+
+    Returns:
+        ``(ids, outputs)``: the segment ids as strings and the score arrays by task
+        (``verb``/``noun`` or ``class``), in file order.
+
+    Raises:
+        ScoresError: If the file is missing, unreadable or breaks the format; the message
+            names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ScoresError(f"{path}: scores file not found")
+    try:
+        with torch.serialization.safe_globals(_NUMPY_GLOBALS):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a bad pickle
+        raise ScoresError(f"{path}: not a readable scores file ({str(err).splitlines()[0]})") from err
+    if not isinstance(data, dict):
+        raise ScoresError(f"{path}: expected a dict, found {type(data).__name__}")
+    if ID_KEY not in data:
+        raise ScoresError(f"{path}: no '{ID_KEY}' entry (keys: {', '.join(map(str, data))})")
+    outputs = {k: v for k, v in data.items() if k != ID_KEY and str(k).endswith(OUTPUT_SUFFIX)}
+    return _validate(data[ID_KEY], outputs, str(path))
+
+
+def merge_scores(
+    parts: Sequence[tuple[list[str], dict[str, np.ndarray]]], names: Sequence[str]
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Concatenates several loaded scores files (e.g. S1 and S2) into one.
+
+    Args:
+        parts: ``(ids, outputs)`` pairs as ``load_scores`` returns them.
+        names: A name per part (its file), for messages.
+
+    Raises:
+        ScoresError: If the parts hold different tasks or class counts, or share an id.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    tasks = set(parts[0][1])
+    owner: dict[str, str] = {}
+    for (ids, outputs), name in zip(parts, names):
+        shapes = {t: a.shape[1] for t, a in outputs.items()}
+        first = {t: a.shape[1] for t, a in parts[0][1].items()}
+        if set(outputs) != tasks or shapes != first:
+            raise ScoresError(f"{name}: tasks/classes {shapes} differ from {names[0]}'s {first}")
+        for value in ids:
+            if value in owner:
+                raise ScoresError(f"segment id {value!r} is in both {owner[value]} and {name}")
+            owner[value] = name
+    ids = [v for part, _ in parts for v in part]
+    outputs = {t: np.concatenate([o[t] for _, o in parts]) for t in tasks}
+    return ids, outputs

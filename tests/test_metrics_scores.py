@@ -1,0 +1,70 @@
+"""Scores files: round trip, validation errors naming the file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fpar.evaluation.scores import ScoresError, load_scores, merge_scores, save_scores
+
+
+def test_round_trip_keeps_ids_order_and_values(tmp_path):
+    rng = np.random.default_rng(0)
+    verb = rng.standard_normal((3, 5)).astype(np.float32)
+    noun = torch.randn(3, 7, dtype=torch.float64)
+    path = save_scores(tmp_path / "s.pt", ["P01_1_2", "P01_1_0", "P01_1_1"], {"verb": verb, "noun_output": noun})
+    ids, outputs = load_scores(path)
+    assert ids == ["P01_1_2", "P01_1_0", "P01_1_1"]
+    assert set(outputs) == {"verb", "noun"}
+    np.testing.assert_array_equal(outputs["verb"], verb)
+    np.testing.assert_array_equal(outputs["noun"], noun.numpy())
+    raw = torch.load(path, weights_only=False)  # the official key names on disk
+    assert set(raw) == {"narration_id", "verb_output", "noun_output"}
+
+
+def test_official_dict_written_elsewhere_loads(tmp_path):
+    path = tmp_path / "official.pt"
+    torch.save({"narration_id": ["a", "b"], "class_output": np.zeros((2, 61), np.float32)}, path)
+    ids, outputs = load_scores(path)
+    assert ids == ["a", "b"] and outputs["class"].shape == (2, 61)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"narration_id": ["a", "a"], "verb_output": np.zeros((2, 3))}, "'a' appears twice"),
+        ({"narration_id": ["a", 7], "verb_output": np.zeros((2, 3))}, "narration_id[1] is 7"),
+        ({"narration_id": ["a", "b"], "verb_output": np.zeros(2)}, "must be 2-D"),
+        ({"narration_id": ["a", "b"], "verb_output": np.zeros((2, 3), np.int64)}, "must hold floats"),
+        ({"narration_id": ["a", "b"], "verb_output": np.zeros((3, 3))}, "3 rows but there are 2 ids"),
+        ({"verb_output": np.zeros((2, 3))}, "no 'narration_id'"),
+        ({"narration_id": ["a"]}, "no score arrays"),
+    ],
+)
+def test_bad_files_are_refused_naming_the_file(tmp_path, data, message):
+    path = tmp_path / "bad.pt"
+    torch.save(data, path)
+    with pytest.raises(ScoresError) as err:
+        load_scores(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+
+
+def test_unreadable_and_missing_files(tmp_path):
+    (tmp_path / "junk.pt").write_text("not a pickle")
+    with pytest.raises(ScoresError, match="junk.pt: not a readable scores file"):
+        load_scores(tmp_path / "junk.pt")
+    with pytest.raises(ScoresError, match="scores file not found"):
+        load_scores(tmp_path / "absent.pt")
+
+
+def test_merge_joins_files_and_refuses_shared_ids():
+    a = (["1", "2"], {"verb": np.zeros((2, 3)), "noun": np.ones((2, 4))})
+    b = (["3"], {"verb": np.ones((1, 3)), "noun": np.zeros((1, 4))})
+    ids, outputs = merge_scores([a, b], ["s1.pt", "s2.pt"])
+    assert ids == ["1", "2", "3"] and outputs["verb"].shape == (3, 3)
+    assert outputs["verb"][2].tolist() == [1, 1, 1]
+    with pytest.raises(ScoresError, match="'2' is in both s1.pt and s2.pt"):
+        merge_scores([a, (["2"], b[1])], ["s1.pt", "s2.pt"])
+    with pytest.raises(ScoresError, match="differ"):
+        merge_scores([a, (["3"], {"verb": np.ones((1, 5)), "noun": np.zeros((1, 4))})], ["x", "y"])
