@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
 import torch
@@ -68,3 +70,45 @@ def test_merge_joins_files_and_refuses_shared_ids():
         merge_scores([a, (["2"], b[1])], ["s1.pt", "s2.pt"])
     with pytest.raises(ScoresError, match="differ"):
         merge_scores([a, (["3"], {"verb": np.ones((1, 5)), "noun": np.zeros((1, 4))})], ["x", "y"])
+
+
+def _resave_as_numpy1(path):
+    """Rewrites a torch.save file as numpy 1.x writes it (``numpy.core`` module names)."""
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    for name in members:
+        if name.endswith("data.pkl"):
+            members[name] = members[name].replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
+            assert b"numpy.core.multiarray" in members[name]
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def test_official_layouts_numpy_ids_and_numpy1_files(tmp_path):
+    path = tmp_path / "dict.pt"
+    ids = np.array(["P01_101_0", "P01_101_1"])
+    torch.save({"narration_id": ids, "verb_output": np.ones((2, 97), np.float32),
+                "noun_output": np.zeros((2, 300), np.float32)}, path)
+    _resave_as_numpy1(path)
+    loaded_ids, outputs = load_scores(path)
+    assert loaded_ids == ["P01_101_0", "P01_101_1"] and outputs["verb"].shape == (2, 97)
+    listed = tmp_path / "list.pt"
+    torch.save([{"narration_id": "P01_101_1", "verb_output": np.full(97, 2.0, np.float32),
+                 "noun_output": np.zeros(300, np.float32)},
+                {"narration_id": "P01_101_0", "verb_output": np.full(97, 3.0, np.float32),
+                 "noun_output": np.zeros(300, np.float32)}], listed)
+    loaded_ids, outputs = load_scores(listed)
+    assert loaded_ids == ["P01_101_1", "P01_101_0"]
+    assert outputs["verb"][:, 0].tolist() == [2.0, 3.0] and outputs["noun"].shape == (2, 300)
+
+
+class _Payload:
+    """An arbitrary object: a pickle that would construct it is refused, not run."""
+
+
+def test_files_with_arbitrary_objects_are_refused(tmp_path):
+    path = tmp_path / "obj.pt"
+    torch.save({"narration_id": ["a"], "verb_output": np.zeros((1, 3)), "extra": _Payload()}, path)
+    with pytest.raises(ScoresError, match="obj.pt: not a readable scores file .*not loaded for safety"):
+        load_scores(path)

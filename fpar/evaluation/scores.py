@@ -22,13 +22,17 @@ OUTPUT_SUFFIX = "_output"
 TASKS = ("verb", "noun", "class")
 
 # numpy objects a pickled array refers to; allowing only these keeps ``torch.load`` in its
-# weights-only mode, so a scores file cannot run code when it is read.
+# weights-only mode, so a scores file cannot run code when it is read. Files written under
+# numpy 1.x (the official example results) name the same functions ``numpy.core...``.
+_multiarray = np._core.multiarray
 _NUMPY_GLOBALS = [
     np.ndarray,
     np.dtype,
-    np._core.multiarray._reconstruct,
-    np._core.multiarray.scalar,
-    *(type(np.dtype(t)) for t in ("float16", "float32", "float64", "int64", "int32")),
+    _multiarray._reconstruct,
+    _multiarray.scalar,
+    (_multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+    (_multiarray.scalar, "numpy.core.multiarray.scalar"),
+    *(type(np.dtype(t)) for t in ("float16", "float32", "float64", "int64", "int32", "U1", "O")),
 ]
 
 
@@ -108,11 +112,24 @@ def save_scores(path: str | Path, ids: Sequence[str], outputs: Mapping[str, np.n
     return path
 
 
+def _from_list_format(entries: list[dict], path: Path) -> dict:
+    """The official list layout (one dict per segment) turned into the dict layout."""
+    keys = set(entries[0])
+    for i, entry in enumerate(entries):
+        if set(entry) != keys:
+            raise ScoresError(f"{path}: entry {i} has keys {sorted(entry)}, entry 0 has {sorted(keys)}")
+    data: dict = {ID_KEY: [e.get(ID_KEY) for e in entries]}
+    for key in keys - {ID_KEY}:
+        data[key] = np.stack([np.asarray(e[key]) for e in entries])
+    return data
+
+
 def load_scores(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """Reads and validates a scores file.
 
     Args:
-        path: A file written by ``save_scores`` or the official EPIC-100 tools.
+        path: A file written by ``save_scores`` or the official EPIC-100 tools (the
+            dict layout, or the list layout with one dict per segment).
 
     Returns:
         ``(ids, outputs)``: the segment ids as strings and the score arrays by task
@@ -129,7 +146,13 @@ def load_scores(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
         with torch.serialization.safe_globals(_NUMPY_GLOBALS):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a bad pickle
-        raise ScoresError(f"{path}: not a readable scores file ({str(err).splitlines()[0]})") from err
+        if "Weights only load failed" in str(err):
+            reason = "it holds Python objects other than ids and numeric arrays, not loaded for safety"
+        else:
+            reason = str(err).splitlines()[0]
+        raise ScoresError(f"{path}: not a readable scores file ({reason})") from err
+    if isinstance(data, list) and data and all(isinstance(d, dict) for d in data):
+        data = _from_list_format(data, path)
     if not isinstance(data, dict):
         raise ScoresError(f"{path}: expected a dict, found {type(data).__name__}")
     if ID_KEY not in data:
