@@ -22,6 +22,8 @@ demo: setup
 	$(BIN)/fpar demo
 
 test: setup
+	@# The SLURM tests run a local two-node cluster (Debian packages; installs as root).
+	@if [ "$$(id -u)" = 0 ]; then bash slurm/cluster.sh install; fi
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: setup

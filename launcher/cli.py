@@ -12,6 +12,8 @@ import logging
 import sys
 
 COMMAND_MODULES: list[str] = [
+    "launcher.submit",
+    "launcher.collect",
     "fpar.models.cli",
     "shards.synth.cli",
     "shards.annotations.cli",
