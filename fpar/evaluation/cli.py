@@ -81,8 +81,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--root", type=Path, default=None,
         help="GTEA-61 frame root when it differs from --annotations",
     )
-    metrics.add_argument("--json", action="store_true", help="print the full result as JSON (with confusion matrices)")
-    metrics.add_argument("--out", type=Path, default=None, help="also write the JSON result to this file")
+    metrics.add_argument(
+        "--json", action="store_true", help="print the full result as JSON (with confusion matrices)"
+    )
+    metrics.add_argument(
+        "--out", type=Path, default=None, help="also write the JSON result to this file"
+    )
     metrics.set_defaults(func=_run_metrics)
 
     submission = subparsers.add_parser(

@@ -142,7 +142,9 @@ def evaluate(
             metrics = single_label_metrics(scores["class"], labels["class"])
         result["splits"][split] = metrics
     if len(used) < len(ids):
-        log.warning("%d scored segment(s) belong to no evaluated split and were ignored", len(ids) - len(used))
+        log.warning(
+            "%d scored segment(s) belong to no evaluated split and were ignored", len(ids) - len(used)
+        )
     return result
 
 

@@ -61,7 +61,9 @@ def _validate(
     seen: dict[str, int] = {}
     for i, value in enumerate(ids):
         if value in seen:
-            raise ScoresError(f"{where}: segment id {value!r} appears twice (rows {seen[value]} and {i})")
+            raise ScoresError(
+                f"{where}: segment id {value!r} appears twice (rows {seen[value]} and {i})"
+            )
         seen[value] = i
     if not outputs:
         raise ScoresError(f"{where}: no score arrays (expected verb_output/noun_output or class_output)")
@@ -74,7 +76,9 @@ def _validate(
             value = value.detach().cpu().numpy()
         array = np.asarray(value)
         if array.ndim != 2:
-            raise ScoresError(f"{where}: {task}{OUTPUT_SUFFIX} must be 2-D (N, classes), got shape {array.shape}")
+            raise ScoresError(
+                f"{where}: {task}{OUTPUT_SUFFIX} must be 2-D (N, classes), got shape {array.shape}"
+            )
         if not np.issubdtype(array.dtype, np.floating):
             raise ScoresError(f"{where}: {task}{OUTPUT_SUFFIX} must hold floats, got {array.dtype}")
         if array.shape[0] != len(ids):

@@ -112,7 +112,8 @@ def check_supervision_levels(sls: Mapping[str, int | None]) -> dict[str, int]:
         value = sls.get(key)
         if value is None:
             raise EvaluationError(f"EPIC-100 submissions need {key} (supervision level 0-5)")
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value not in SUPERVISION_LEVELS:
+        is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        if not is_int or value not in SUPERVISION_LEVELS:
             raise EvaluationError(f"{key} must be an integer from 0 to 5, got {value!r}")
         checked[key] = int(value)
     return checked
@@ -148,10 +149,14 @@ def check_coverage(ids: Sequence[str], by_split: Mapping[str, Sequence[str]]) ->
     for split, test_ids in by_split.items():
         missing = [t for t in test_ids if t not in row_of]
         if missing:
-            raise EvaluationError(f"{split}: {len(missing)} test segment(s) have no score: {show_ids(missing)}")
+            raise EvaluationError(
+                f"{split}: {len(missing)} test segment(s) have no score: {show_ids(missing)}"
+            )
         clash = every.intersection(test_ids)
         if clash:
-            raise EvaluationError(f"{split}: segment(s) also in another test split: {show_ids(sorted(clash))}")
+            raise EvaluationError(
+                f"{split}: segment(s) also in another test split: {show_ids(sorted(clash))}"
+            )
         every.update(test_ids)
         rows[split] = np.fromiter((row_of[t] for t in test_ids), dtype=np.int64, count=len(test_ids))
     extra = [i for i in ids if i not in every]
@@ -192,7 +197,10 @@ def build_submission(
     if fmt == "epic100":
         r = rows[EPIC100_SPLIT]
         return {EPIC100_FILE: epic100_json(ids[r], verb[r], noun[r], levels)}
-    return {name: epic55_json(ids[rows[s]], verb[rows[s]], noun[rows[s]]) for s, name in EPIC55_FILES.items()}
+    return {
+        name: epic55_json(ids[rows[s]], verb[rows[s]], noun[rows[s]])
+        for s, name in EPIC55_FILES.items()
+    }
 
 
 def write_archive(files: Mapping[str, str], out: str | Path) -> Path:

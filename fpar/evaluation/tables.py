@@ -39,14 +39,20 @@ def _check_rows(rows: Sequence[dict], metrics: Sequence[str]) -> pd.DataFrame:
             raise TableError(f"result row {i} ({_describe(row)}) lacks {', '.join(absent)}")
         for metric in metrics:
             value = row[metric]
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
-                raise TableError(f"result row {i} ({_describe(row)}): {metric} = {value!r} is not a finite number")
+            number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+            if not number or not math.isfinite(value):
+                raise TableError(
+                    f"result row {i} ({_describe(row)}): {metric} = {value!r} is not a finite number"
+                )
     frame = pd.DataFrame([{key: row[key] for key in needed} for row in rows])
     frame[[SYSTEM_KEY, SPLIT_KEY]] = frame[[SYSTEM_KEY, SPLIT_KEY]].astype(str)
     dupes = frame.duplicated([SYSTEM_KEY, SPLIT_KEY, SEED_KEY], keep="first")
     if dupes.any():
         i = int(np.flatnonzero(dupes.to_numpy())[0])
-        raise TableError(f"result row {i} ({_describe(rows[i])}) repeats an earlier run of the same system, split and seed")
+        raise TableError(
+            f"result row {i} ({_describe(rows[i])}) repeats an earlier run of the same system, "
+            "split and seed"
+        )
     return frame
 
 
