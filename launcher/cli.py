@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES: list[str] = [
     "launcher.submit",
     "launcher.collect",
+    "fpar.evaluation.cli",
     "fpar.models.cli",
     "shards.synth.cli",
     "shards.annotations.cli",
