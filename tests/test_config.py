@@ -87,3 +87,18 @@ def test_missing_file_and_bad_yaml(tmp_path):
     (tmp_path / "bad.yaml").write_text("model: [unclosed")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(Root, tmp_path / "bad.yaml")
+
+
+def test_atomic_write_follows_umask(tmp_path):
+    import os
+
+    from fpar.io import atomic_write_json, read_json
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert read_json(tmp_path / "x.json") == {"a": 1}
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
