@@ -1,0 +1,167 @@
+"""``fpar shards build`` and ``fpar shards info``: make a split's shards, describe them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+
+from fpar.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """Parses a byte size: ``1GB``, ``500MB`` (powers of 10), ``64MiB`` (powers of 2) or a plain integer."""
+    match = _SIZE.match(str(text))
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1GB, 500MB, 64MiB)")
+    unit = (match.group(2) or "").lower().rstrip("b")
+    if unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"unknown size unit in {text!r}")
+    value = int(float(match.group(1)) * _UNITS[unit])
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return value
+
+
+def register(subparsers) -> None:
+    """Adds ``fpar shards build|info``."""
+    parser = subparsers.add_parser(
+        "shards", help="build WebDataset shards from raw videos, or describe built shards",
+        description="Build the shards of one dataset split (frames, motion maps, optional warp flow), or describe them.",
+    )
+    sub = parser.add_subparsers(dest="shards_command", metavar="ACTION")
+    build = sub.add_parser(
+        "build", help="decode a split's segments into size-targeted tar shards (resumable)",
+        description="Decode every annotated segment of a split into one WebDataset sample: M frames taken "
+        "uniformly over the segment, their motion maps and optionally warp flow. Re-running the same "
+        "command after a crash or kill resumes it. Exit status 1 when any segment failed "
+        "(listed in the manifest and by 'fpar shards info').",
+    )
+    build.add_argument("--format", required=True, choices=("epic55", "epic100", "gtea61", "egtea"), help="dataset")
+    build.add_argument("--root", required=True, help="folder searched (recursively) for <video_id>.mp4|.MP4; GTEA-61: the frame folders")
+    build.add_argument("--annotations", required=True, help="folder of the dataset's annotation files")
+    build.add_argument("--split", required=True, help="split name (e.g. train, s1, s2, validation, test_split1, test_fixed)")
+    build.add_argument("--out", required=True, help="output folder of the shards, manifest.json and journal")
+    build.add_argument("--workers", type=int, default=1, help="worker processes (default 1); each takes whole videos")
+    build.add_argument("--frames", type=int, default=None, help="frames kept per segment, M (default 32); training may use any N <= M")
+    build.add_argument("--short-side", type=int, default=None, help="stored frame short side in pixels (default 256)")
+    build.add_argument("--flow", action="store_true", help="also store the 5 stacked x/y warp-flow pairs around each kept frame")
+    build.add_argument("--shard-size", type=parse_size, default=parse_size("1GB"), help="target shard size, e.g. 1GB, 500MB (default 1GB)")
+    build.add_argument("--jpeg-quality", type=int, default=None, help="JPEG quality of frames and flow (default 90)")
+    build.add_argument("--flow-scale", type=float, default=None, help="optical flow runs on frames scaled by this (default 0.5)")
+    build.add_argument("--motion-threshold", type=float, default=None, help="moving if the camera-compensated flow exceeds this fraction of the short side per step (default 0.01)")
+    build.add_argument("--motion-votes", type=int, default=None, help="comparisons with neighbour frames (2 per radius) that must agree a point moves (default 1)")
+    build.add_argument("--motion-step", type=int, default=None, help="frames between compared frames (default: fps/30 rounded, at least 1)")
+    build.add_argument("--restart", action="store_true", help="delete an earlier build of this dataset/split in --out and start over")
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.set_defaults(func=run_build)
+
+    info = sub.add_parser("info", help="samples, shards, bytes, schema version, build parameters and failures of a shard folder")
+    info.add_argument("dir", help="shard folder (holding manifest.json)")
+    info.add_argument("--json", action="store_true", help="print the summary as JSON")
+    info.add_argument("--failures", type=int, default=20, help="failures listed in the text output (default 20)")
+    info.set_defaults(func=run_info)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def config_from_args(args: argparse.Namespace):
+    """The :class:`shards.build.BuildConfig` the command line describes."""
+    from shards.build import BuildConfig
+    from shards.motion import MotionConfig
+
+    motion = {
+        key: value
+        for key, value in (
+            ("flow_scale", args.flow_scale), ("threshold", args.motion_threshold),
+            ("min_votes", args.motion_votes), ("step", args.motion_step),
+        )
+        if value is not None
+    }
+    optional = {
+        key: value
+        for key, value in (("frames", args.frames), ("short_side", args.short_side), ("jpeg_quality", args.jpeg_quality))
+        if value is not None
+    }
+    try:
+        return BuildConfig(
+            format=args.format, root=args.root, annotations=args.annotations, split=args.split, out=args.out,
+            workers=args.workers, flow=args.flow, shard_bytes=args.shard_size, motion=MotionConfig(**motion), **optional,
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """``fpar shards build``: returns 0 when every segment was written, 1 otherwise."""
+    from shards.annotations import AnnotationError
+    from shards.build import build_shards
+
+    try:
+        cfg = config_from_args(args)
+        report = build_shards(cfg, restart=args.restart, progress=not args.no_progress)
+    except (ConfigError, AnnotationError, ValueError) as err:
+        print(f"fpar shards build: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"{report.out}: {report.written} samples written, {report.already_done} already done, "
+        f"{len(report.failures)} failed of {report.planned} segments; {report.shards} shards; {report.seconds:.1f}s"
+    )
+    for failure in report.failures[:10]:
+        print(f"  failed {failure['segment_id']} ({failure['video_id']}): {failure['reason']}", file=sys.stderr)
+    if len(report.failures) > 10:
+        print(f"  ... and {len(report.failures) - 10} more (fpar shards info {report.out})", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def summarize(shard_dir: str) -> dict:
+    """The ``info`` summary of a built shard folder (see :func:`shards.schema.read_manifest`)."""
+    from shards.schema import read_manifest
+
+    manifest = read_manifest(shard_dir)
+    return {
+        "dir": str(shard_dir),
+        "schema_version": manifest["schema_version"],
+        "dataset": manifest.get("dataset"),
+        "split": manifest.get("split"),
+        "samples": manifest["num_samples"],
+        "segments": manifest.get("num_segments"),
+        "shards": len(manifest["shards"]),
+        "bytes": sum(s["bytes"] for s in manifest["shards"]),
+        "failed": len(manifest["failures"]),
+        "params": manifest["params"],
+        "failures": manifest["failures"],
+    }
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """``fpar shards info``: 0 when the folder has a valid manifest, 1 otherwise."""
+    from shards.schema import SchemaError
+
+    try:
+        summary = summarize(args.dir)
+    except SchemaError as err:
+        print(f"fpar shards info: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    params = summary["params"]
+    print(f"{summary['dir']}: {summary['dataset']} {summary['split']}, schema v{summary['schema_version']}")
+    print(f"  samples {summary['samples']} of {summary['segments']} segments, {summary['failed']} failed")
+    print(f"  shards {summary['shards']}, {summary['bytes'] / 1e6:.1f} MB")
+    print(
+        f"  frames {params.get('frames')} at short side {params.get('short_side')}, flow {params.get('flow')}, "
+        f"jpeg {params.get('jpeg_quality')}, motion {params.get('motion')}"
+    )
+    for failure in summary["failures"][: args.failures]:
+        print(f"  failed {failure['segment_id']} ({failure['video_id']}): {failure['reason']}")
+    if summary["failed"] > args.failures:
+        print(f"  ... {summary['failed'] - args.failures} more (--json lists all)")
+    return 0

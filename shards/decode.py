@@ -1,0 +1,168 @@
+"""Frame-accurate access to source videos (decord) and frame folders (GTEA-61).
+
+A source is opened once per video and serves every segment of it. Frames are addressed by
+0-based decoded index; the annotations' 1-based frame number f is index f - 1. Videos are
+read with decord's ``get_batch`` on explicit indices, which seeks exactly (decoding from the
+previous key frame) rather than by timestamp, and decord scales to the stored size while
+converting colours, which is cheaper than converting full-size frames and resizing them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence
+
+import cv2
+import numpy as np
+
+VIDEO_EXTENSIONS = (".mp4",)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+class DecodeError(RuntimeError):
+    """A video or frame folder that cannot be opened or decoded."""
+
+
+class FrameSource(Protocol):
+    """What the builder needs from a video: its length and exact frames at the stored size."""
+
+    path: Path
+    num_frames: int
+    fps: float
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        """Returns uint8 RGB frames (n, H, W, 3) at 0-based ``indices`` (any order, repeats ok)."""
+
+
+def stored_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(H, W) after resizing so that the shorter side is ``short_side`` (aspect kept)."""
+    if height <= 0 or width <= 0:
+        raise DecodeError(f"invalid frame size {width}x{height}")
+    scale = short_side / min(height, width)
+    return max(1, int(round(height * scale))), max(1, int(round(width * scale)))
+
+
+def sample_frames(start_frame: int, stop_frame: int, count: int) -> list[int]:
+    """``count`` 1-based frame numbers spread uniformly over [start, stop] (chunk centres).
+
+    Segments shorter than ``count`` frames repeat frames, so every sample has ``count``.
+    """
+    length = stop_frame - start_frame + 1
+    if length < 1:
+        raise ValueError(f"empty segment: start_frame {start_frame} > stop_frame {stop_frame}")
+    return [start_frame + int((i + 0.5) * length / count) for i in range(count)]
+
+
+def _unique_read(indices: Sequence[int], read_sorted) -> np.ndarray:
+    unique = sorted(set(int(i) for i in indices))
+    batch = read_sorted(unique)
+    where = {index: row for row, index in enumerate(unique)}
+    return batch[[where[int(i)] for i in indices]]
+
+
+class DecordVideo:
+    """A video file opened with decord at the stored size."""
+
+    def __init__(self, path: str | Path, short_side: int, threads: int = 1):
+        import decord
+
+        self.path = Path(path)
+        height, width = probe_size(self.path)
+        self.height, self.width = stored_size(height, width, short_side)
+        try:
+            self._reader = decord.VideoReader(
+                str(self.path), ctx=decord.cpu(0), width=self.width, height=self.height, num_threads=threads
+            )
+            self.num_frames = len(self._reader)
+            self.fps = float(self._reader.get_avg_fps())
+        except Exception as err:  # decord raises its own DECORDError and RuntimeError
+            raise DecodeError(f"{self.path}: cannot open with decord: {_short(err)}") from err
+        if self.num_frames <= 0:
+            raise DecodeError(f"{self.path}: no decodable frames")
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        bad = [i for i in indices if i < 0 or i >= self.num_frames]
+        if bad:
+            raise DecodeError(f"{self.path}: frame index {bad[0]} outside 0..{self.num_frames - 1}")
+
+        def read_sorted(unique: list[int]) -> np.ndarray:
+            try:
+                batch = self._reader.get_batch(unique).asnumpy()
+            except Exception as err:
+                raise DecodeError(f"{self.path}: decoding frames {unique[0]}..{unique[-1]} failed: {_short(err)}") from err
+            if batch.shape != (len(unique), self.height, self.width, 3):
+                raise DecodeError(f"{self.path}: decoder returned shape {batch.shape}")
+            return batch
+
+        return _unique_read(indices, read_sorted)
+
+
+class FrameFolder:
+    """A folder of numbered frame images (GTEA-61 layout), read in file-name order."""
+
+    def __init__(self, path: str | Path, short_side: int, fps: float = 30.0):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise DecodeError(f"{self.path}: frame folder not found")
+        self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not self._files:
+            raise DecodeError(f"{self.path}: no frame images (.jpg/.png)")
+        first = self._load(0, resize=False)
+        self.height, self.width = stored_size(first.shape[0], first.shape[1], short_side)
+        self.num_frames = len(self._files)
+        self.fps = float(fps)
+
+    def _load(self, index: int, resize: bool = True) -> np.ndarray:
+        image = cv2.imread(str(self._files[index]), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DecodeError(f"{self._files[index]}: cannot decode image")
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        if resize and image.shape[:2] != (self.height, self.width):
+            image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        return image
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        bad = [i for i in indices if i < 0 or i >= self.num_frames]
+        if bad:
+            raise DecodeError(f"{self.path}: frame index {bad[0]} outside 0..{self.num_frames - 1}")
+        return _unique_read(indices, lambda unique: np.stack([self._load(i) for i in unique]))
+
+
+def probe_size(path: Path) -> tuple[int, int]:
+    """(height, width) of the first video stream, read from the container header (PyAV)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise DecodeError(f"{path}: no video stream")
+            ctx = container.streams.video[0].codec_context
+            return int(ctx.height), int(ctx.width)
+    except DecodeError:
+        raise
+    except Exception as err:  # PyAV raises many error classes for broken files
+        raise DecodeError(f"{path}: cannot open: {_short(err)}") from err
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+
+
+def index_videos(root: str | Path, extensions: Iterable[str] = VIDEO_EXTENSIONS) -> dict[str, list[Path]]:
+    """Walks ``root`` once and maps each video file stem to every path with that stem.
+
+    Extensions match case-insensitively (``.MP4`` and ``.mp4``). More than one path for a stem
+    is kept so the caller can report the ambiguity instead of guessing.
+    """
+    wanted = tuple(e.lower() for e in extensions)
+    found: dict[str, list[Path]] = {}
+    for folder, _dirs, files in os.walk(root, followlinks=True):
+        for name in files:
+            stem, ext = os.path.splitext(name)
+            if ext.lower() in wanted:
+                found.setdefault(stem, []).append(Path(folder) / name)
+    for paths in found.values():
+        paths.sort()
+    return found

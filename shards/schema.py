@@ -1,0 +1,269 @@
+"""The shard schema: what one WebDataset sample holds and how it is encoded.
+
+This is the one module both the shard writer and the training reader import. A shard is a
+plain tar file; each annotated segment is one sample made of these members (``KEY`` is
+:func:`sample_key` of the segment id):
+
+``KEY.json``
+    The record: dataset, segment_id, video_id, participant, verb_class, noun_class,
+    class_id (-1 = no label), fps, start_frame, stop_frame, frame_indices (the 1-based source
+    frame numbers kept, in annotation numbering), frame_size [H, W], motion_size [h, w] and,
+    with flow, flow_size [H', W'] and flow_bound.
+``KEY.frames.jpgs``
+    The M kept frames as one *image pack* (below) of RGB JPEGs (quality ~90), resized to the
+    build's short side.
+``KEY.motion.png``
+    The M motion maps stacked vertically in one 8-bit grey PNG of (M*h, w): each value is the
+    fraction (0..255) of the map cell whose motion the camera does not explain. h, w are the
+    frame size divided by :data:`MAP_STRIDE` (floor).
+``KEY.flow.jpgs`` (only when built with flow)
+    For each kept frame, one grey JPEG of (10*H', W'): the 5 consecutive x/y warp-flow pairs
+    around the frame stacked vertically in the order x0, y0, x1, y1, ... (Ego-RNN flow stream
+    input). Values are pixels of the stored frames, clipped to +-:data:`FLOW_BOUND` and mapped
+    linearly to 0..255 (128 ~ no motion); see :func:`flow_to_pixels`.
+
+Why one pack per sample rather than one tar member per frame: a sample then has 3-4 members
+instead of ~70 (or ~400 with flow), which is what the tar iteration of a reader pays for per
+sample in Python, and the reader still decodes only the N <= M frames it picks
+(:func:`decode_sample` with ``positions``), since the pack's header gives each frame's offset.
+
+Image pack: ``b"IPK1"``, uint32 little-endian count n, n uint32 byte lengths, then the n
+encoded images back to back.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from fpar.io import read_json
+
+SCHEMA_VERSION = 1
+DEFAULT_FRAMES = 32
+DEFAULT_SHORT_SIDE = 256
+MAP_STRIDE = 4
+JPEG_QUALITY = 90
+FLOW_BOUND = 20.0
+FLOW_PAIRS = 5
+FLOW_CHANNELS = 2 * FLOW_PAIRS
+MANIFEST_NAME = "manifest.json"
+
+META_EXT = "json"
+FRAMES_EXT = "frames.jpgs"
+MOTION_EXT = "motion.png"
+FLOW_EXT = "flow.jpgs"
+
+_PACK_MAGIC = b"IPK1"
+_SAFE_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+class SchemaError(ValueError):
+    """A sample or manifest that does not follow this schema."""
+
+
+def sample_key(segment_id: str) -> str:
+    """Returns the WebDataset key of a segment: no dots (WebDataset splits at the first dot)
+    and no slashes; every other byte is written ``%XX``, so distinct ids give distinct keys.
+    """
+    out = []
+    for char in str(segment_id):
+        if char in _SAFE_KEY_CHARS:
+            out.append(char)
+        else:
+            out.extend(f"%{byte:02X}" for byte in char.encode("utf-8"))
+    if not out:
+        raise SchemaError("empty segment id")
+    return "".join(out)
+
+
+def segment_id_from_key(key: str) -> str:
+    """Inverse of :func:`sample_key`."""
+    from urllib.parse import unquote
+
+    return unquote(key)
+
+
+def pack_images(blobs: Sequence[bytes]) -> bytes:
+    """Concatenates encoded images with a header of their lengths (the image pack)."""
+    header = _PACK_MAGIC + struct.pack(f"<I{len(blobs)}I", len(blobs), *(len(b) for b in blobs))
+    return header + b"".join(blobs)
+
+
+def unpack_images(pack: bytes) -> list[memoryview]:
+    """Splits an image pack into its encoded images (views, no copy)."""
+    view = memoryview(pack)
+    if bytes(view[:4]) != _PACK_MAGIC:
+        raise SchemaError("not an image pack (bad magic)")
+    (count,) = struct.unpack_from("<I", view, 4)
+    lengths = struct.unpack_from(f"<{count}I", view, 8)
+    offset = 8 + 4 * count
+    if offset + sum(lengths) != len(view):
+        raise SchemaError(f"image pack truncated: header says {offset + sum(lengths)} bytes, has {len(view)}")
+    out = []
+    for length in lengths:
+        out.append(view[offset : offset + length])
+        offset += length
+    return out
+
+
+def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """JPEG-encodes an RGB (H, W, 3) or grey (H, W) uint8 image."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise SchemaError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def _decode_image(blob: bytes | memoryview, color: bool) -> np.ndarray:
+    data = np.frombuffer(blob, np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise SchemaError("image could not be decoded")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if color else image
+
+
+def quantise_flow(flow_px: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
+    """Maps flow in pixels to uint8: [-bound, +bound] -> [0, 255], clipped."""
+    scaled = (np.asarray(flow_px, np.float32) + bound) * (255.0 / (2 * bound))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def flow_to_pixels(flow_u8: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
+    """Inverse of :func:`quantise_flow` (float32 pixels of the stored frames)."""
+    return flow_u8.astype(np.float32) * (2 * bound / 255.0) - bound
+
+
+def encode_sample(
+    meta: dict[str, Any],
+    frames: np.ndarray,
+    motion: np.ndarray,
+    flow: np.ndarray | None = None,
+    jpeg_quality: int = JPEG_QUALITY,
+) -> dict[str, bytes]:
+    """Encodes one segment into the tar members of a sample (without the key).
+
+    Args:
+        meta: The record; must hold ``segment_id``; frame/map sizes are filled in here.
+        frames: uint8 RGB (M, H, W, 3).
+        motion: uint8 moving fractions (M, H // MAP_STRIDE, W // MAP_STRIDE).
+        flow: Optional quantised warp flow uint8 (M, FLOW_CHANNELS, H', W').
+        jpeg_quality: JPEG quality of frames and flow.
+
+    Returns:
+        ``{extension: bytes}`` for :data:`META_EXT`, :data:`FRAMES_EXT`, :data:`MOTION_EXT`
+        and, with flow, :data:`FLOW_EXT`.
+    """
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise SchemaError(f"frames must be uint8 (M, H, W, 3), got {frames.dtype} {frames.shape}")
+    count, height, width = frames.shape[:3]
+    map_size = (height // MAP_STRIDE, width // MAP_STRIDE)
+    if motion.dtype != np.uint8 or motion.shape != (count, *map_size):
+        raise SchemaError(f"motion must be uint8 {(count, *map_size)}, got {motion.dtype} {motion.shape}")
+    if "segment_id" not in meta:
+        raise SchemaError("meta has no segment_id")
+    record = dict(meta, frame_size=[height, width], motion_size=list(map_size), num_frames=count)
+    ok, motion_png = cv2.imencode(".png", motion.reshape(count * map_size[0], map_size[1]))
+    if not ok:
+        raise SchemaError("PNG encoding failed")
+    out = {
+        FRAMES_EXT: pack_images([encode_jpeg(f, jpeg_quality) for f in frames]),
+        MOTION_EXT: motion_png.tobytes(),
+    }
+    if flow is not None:
+        if flow.dtype != np.uint8 or flow.ndim != 4 or flow.shape[:2] != (count, FLOW_CHANNELS):
+            raise SchemaError(f"flow must be uint8 ({count}, {FLOW_CHANNELS}, H', W'), got {flow.dtype} {flow.shape}")
+        record.update(flow_size=list(flow.shape[2:]), flow_bound=FLOW_BOUND)
+        tiles = [f.reshape(FLOW_CHANNELS * flow.shape[2], flow.shape[3]) for f in flow]
+        out[FLOW_EXT] = pack_images([encode_jpeg(t, jpeg_quality) for t in tiles])
+    out[META_EXT] = json.dumps(record, sort_keys=True).encode("utf-8")
+    return out
+
+
+def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None) -> dict[str, Any]:
+    """Decodes a sample as read raw by ``webdataset.WebDataset`` (no ``.decode()``).
+
+    Args:
+        raw: Members by extension (bytes); ``json`` may also be an already parsed dict.
+        positions: Optional positions (0..M-1) of the kept frames to decode; the others are
+            not decoded. Default: all M.
+
+    Returns:
+        ``{"meta": dict, "frames": uint8 (N, H, W, 3) RGB, "motion": uint8 (N, h, w),
+        "flow": uint8 (N, 10, H', W') when the sample has flow}``; also ``__key__`` when
+        ``raw`` has one.
+
+    Raises:
+        SchemaError: naming the sample key when a member is missing or malformed.
+    """
+    key = raw.get("__key__", "?")
+    try:
+        meta = raw[META_EXT]
+        meta = meta if isinstance(meta, dict) else json.loads(bytes(meta).decode("utf-8"))
+        count = int(meta["num_frames"])
+        picks = list(range(count)) if positions is None else [int(p) for p in positions]
+        if any(p < 0 or p >= count for p in picks):
+            raise SchemaError(f"positions {picks} outside 0..{count - 1}")
+        packed = unpack_images(raw[FRAMES_EXT])
+        frames = np.stack([_decode_image(packed[p], color=True) for p in picks])
+        map_h, map_w = meta["motion_size"]
+        maps = _decode_image(raw[MOTION_EXT], color=False).reshape(count, map_h, map_w)
+        out = {"meta": meta, "frames": frames, "motion": maps[picks]}
+        if FLOW_EXT in raw:
+            flow_h, flow_w = meta["flow_size"]
+            tiles = unpack_images(raw[FLOW_EXT])
+            out["flow"] = np.stack(
+                [_decode_image(tiles[p], color=False).reshape(FLOW_CHANNELS, flow_h, flow_w) for p in picks]
+            )
+    except SchemaError as err:
+        raise SchemaError(f"sample {key}: {err}") from err
+    except (KeyError, ValueError, TypeError) as err:
+        raise SchemaError(f"sample {key}: malformed ({type(err).__name__}: {err})") from err
+    if "__key__" in raw:
+        out["__key__"] = raw["__key__"]
+    return out
+
+
+def shard_name(dataset: str, split: str, number: int) -> str:
+    """Shard file name ``<dataset>-<split>-%06d.tar``."""
+    return f"{dataset}-{split}-{number:06d}.tar"
+
+
+def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
+    """Reads and checks ``manifest.json`` of a shard folder.
+
+    Returns:
+        The manifest: ``schema_version``, ``dataset``, ``split``, ``params`` (build
+        parameters), ``shards`` [{name, samples, bytes, sha256}], ``num_samples``,
+        ``failures`` [{segment_id, video_id, reason}], ``num_segments``.
+
+    Raises:
+        SchemaError: when the manifest is missing (build not finished), unreadable or of
+            another schema version.
+    """
+    path = Path(shard_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise SchemaError(f"{path}: no manifest (the build has not finished; re-run it to resume)")
+    try:
+        manifest = read_json(path)
+    except ValueError as err:
+        raise SchemaError(str(err)) from err
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise SchemaError(f"{path}: schema version {version}, this code reads {SCHEMA_VERSION}; rebuild the shards")
+    for key in ("shards", "num_samples", "failures", "params"):
+        if key not in manifest:
+            raise SchemaError(f"{path}: missing key '{key}'")
+    return manifest
+
+
+def shard_paths(shard_dir: str | Path) -> list[Path]:
+    """The shard files listed by the manifest of ``shard_dir`` (in name order)."""
+    manifest = read_manifest(shard_dir)
+    return [Path(shard_dir) / s["name"] for s in sorted(manifest["shards"], key=lambda s: s["name"])]

@@ -1,0 +1,138 @@
+"""Small self-made videos with a known answer: a panning textured scene and a moving square.
+
+The benchmark and the tests need real encoded video (H.264 with B-frames, so that seeking
+is exercised) whose moving pixels are known exactly. The scene is a textured background
+seen through a camera that pans; a textured square moves on its own; static squares of
+the same kind stay put, so that "salient" and "moving" differ. The true mask marks the
+moving square only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class ToyVideo:
+    """What was written: the exact RGB frames before encoding and the moving-square masks."""
+
+    path: Path
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB, as rendered (before lossy encoding)
+    masks: np.ndarray  # (T, H, W) uint8 in {0, 1}: pixels of the independently moving square
+    fps: float
+
+
+def _texture(rng: np.random.Generator, height: int, width: int, blur: float) -> np.ndarray:
+    noise = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    smooth = cv2.GaussianBlur(noise, (0, 0), blur)
+    # Stretch the contrast back after blurring, so that optical flow has texture to follow.
+    smooth = cv2.normalize(smooth, None, 0, 255, cv2.NORM_MINMAX)
+    return smooth.astype(np.uint8)
+
+
+def render_toy_frames(
+    num_frames: int,
+    width: int,
+    height: int,
+    seed: int = 0,
+    pan: tuple[float, float] = (1.5, 0.5),
+    speed: tuple[float, float] = (-2.5, 1.0),
+    square: int | None = None,
+    distractors: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Renders the toy scene.
+
+    Args:
+        num_frames: Number of frames T.
+        width: Frame width in pixels.
+        height: Frame height in pixels.
+        seed: Seed of every random choice (textures, positions).
+        pan: Camera motion per frame (x, y) in pixels; the background moves by minus this.
+        speed: On-screen motion per frame (x, y) of the moving square, on top of the pan.
+        square: Side of the squares in pixels (default: a quarter of the short side).
+        distractors: Number of static squares of the same look that do not move in the world.
+
+    Returns:
+        ``(frames, masks)``: uint8 RGB frames (T, H, W, 3) and uint8 masks (T, H, W) of the
+        moving square.
+    """
+    rng = np.random.default_rng(seed)
+    side = square or max(8, min(width, height) // 4)
+    margin_x = int(abs(pan[0]) * num_frames) + 2
+    margin_y = int(abs(pan[1]) * num_frames) + 2
+    world_h, world_w = height + 2 * margin_y, width + 2 * margin_x
+    world = _texture(rng, world_h, world_w, blur=1.5)
+    for _ in range(distractors):
+        patch = _texture(rng, side, side, blur=1.0)
+        y = int(rng.integers(0, world_h - side))
+        x = int(rng.integers(0, world_w - side))
+        world[y : y + side, x : x + side] = patch
+    object_patch = _texture(rng, side, side, blur=1.0)
+    frames = np.empty((num_frames, height, width, 3), np.uint8)
+    masks = np.zeros((num_frames, height, width), np.uint8)
+    start = np.array([width * 0.6 - side / 2, height * 0.4 - side / 2])
+    for t in range(num_frames):
+        # Sub-pixel camera positions are rendered with an affine warp of the world.
+        cam_x = margin_x + pan[0] * t
+        cam_y = margin_y + pan[1] * t
+        shift = np.float32([[1, 0, -cam_x], [0, 1, -cam_y]])
+        frame = cv2.warpAffine(world, shift, (width, height), flags=cv2.INTER_LINEAR)
+        pos = start + np.array(speed) * t
+        # Bounce inside the frame so that the square stays visible on long videos.
+        span = np.array([width - side, height - side], float)
+        pos = _bounce(pos, span)
+        x0, y0 = int(round(pos[0])), int(round(pos[1]))
+        frame[y0 : y0 + side, x0 : x0 + side] = object_patch
+        masks[t, y0 : y0 + side, x0 : x0 + side] = 1
+        frames[t] = frame
+    return frames, masks
+
+
+def _bounce(pos: np.ndarray, span: np.ndarray) -> np.ndarray:
+    period = 2 * span
+    folded = np.mod(pos, period)
+    return np.where(folded > span, period - folded, folded)
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float = 30.0, gop: int = 12) -> Path:
+    """Encodes RGB frames as H.264 (with B-frames) in an MP4 file using PyAV.
+
+    Args:
+        path: Output file (.mp4 / .MP4).
+        frames: uint8 RGB frames (T, H, W, 3); H and W must be even.
+        fps: Frame rate written in the container.
+        gop: Key-frame interval, small so that seeking is exercised.
+
+    Returns:
+        The path written.
+    """
+    import av
+    from fractions import Fraction
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width = frames.shape[2]
+        stream.height = frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.gop_size = gop
+        stream.codec_context.options = {"crf": "18", "bf": "2", "preset": "veryfast"}
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def make_toy_video(
+    path: str | Path, num_frames: int = 48, width: int = 128, height: int = 96, seed: int = 0,
+    fps: float = 30.0, **scene: object,
+) -> ToyVideo:
+    """Renders the toy scene and writes it as H.264; returns the frames and true masks."""
+    frames, masks = render_toy_frames(num_frames, width, height, seed=seed, **scene)
+    return ToyVideo(write_video(path, frames, fps=fps), frames, masks, fps)

@@ -1,0 +1,183 @@
+"""One shard-building worker process: decode, motion maps, encode, write its own shards.
+
+Work arrives as :class:`WorkUnit` (one video and its pending segments) on a task queue;
+results go back to the main process as tuples on a result queue:
+
+- ``("ready", wid)``: started up;
+- ``("unit", wid, unit_id)``: started a unit;
+- ``("ok", wid, key)``: a sample was added to this worker's open shard;
+- ``("fail", wid, {segment_id, video_id, reason})``: a segment was skipped;
+- ``("shard", wid, ShardRecord)``: a shard was completed and renamed;
+- ``("unit_done", wid, unit_id)``; ``("exit", wid)`` after its last shard.
+
+The worker imports neither pandas nor the models; it stops (dropping its unfinished shard)
+as soon as it notices that the process that started it has gone, so an orphan of a killed
+build cannot race a restarted one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from shards.decode import DecodeError, DecordVideo, FrameFolder, sample_frames
+from shards.motion import MotionConfig, MotionEstimator
+from shards.schema import SchemaError, encode_sample
+from shards.writer import ShardWriter, name_allocator
+
+
+@dataclass
+class SegmentTask:
+    """One annotated segment to turn into a sample."""
+
+    key: str
+    segment_id: str
+    video_id: str
+    participant: str
+    start_frame: int
+    stop_frame: int
+    fps: float
+    verb_class: int
+    noun_class: int
+    class_id: int
+
+
+@dataclass
+class WorkUnit:
+    """A video (or frame folder) and its segments, sorted by start frame."""
+
+    unit_id: int
+    video_id: str
+    source: str | None  # path of the video file or frame folder
+    kind: str  # "video" or "folder"
+    error: str | None = None  # set when the source could not be located
+    segments: list[SegmentTask] = field(default_factory=list)
+
+
+@dataclass
+class WorkerSettings:
+    """What every worker needs to know about the build."""
+
+    out_dir: str
+    dataset: str
+    split: str
+    frames: int
+    short_side: int
+    flow: bool
+    jpeg_quality: int
+    shard_bytes: int
+    motion: dict[str, Any]
+    parent_pid: int
+    decode_threads: int = 1
+
+
+class ParentGone(RuntimeError):
+    """The main build process no longer exists."""
+
+
+def open_source(unit: WorkUnit, short_side: int, threads: int = 1):
+    """Opens the unit's video or frame folder, raising DecodeError with the reason."""
+    if unit.error:
+        raise DecodeError(unit.error)
+    if unit.kind == "folder":
+        fps = unit.segments[0].fps if unit.segments else 30.0
+        return FrameFolder(unit.source, short_side, fps=fps)
+    return DecordVideo(unit.source, short_side, threads=threads)
+
+
+def make_sample(source, seg: SegmentTask, settings: WorkerSettings, estimator: MotionEstimator) -> dict[str, bytes]:
+    """Decodes, computes motion (and flow) and encodes one segment's sample members."""
+    if seg.start_frame < 1 or seg.stop_frame > source.num_frames:
+        raise DecodeError(
+            f"segment frames {seg.start_frame}..{seg.stop_frame} outside the video "
+            f"({source.num_frames} decodable frames)"
+        )
+    kept_numbers = sample_frames(seg.start_frame, seg.stop_frame, settings.frames)
+    kept = [f - 1 for f in kept_numbers]
+    fps = seg.fps if seg.fps and seg.fps > 0 else source.fps
+    needed = estimator.required_indices(kept, source.num_frames, fps, settings.flow)
+    decoded = dict(zip(needed, source.read(needed)))
+    motion, flow = estimator.compute(decoded, kept, source.num_frames, fps, settings.flow)
+    frames = np.stack([decoded[k] for k in kept])
+    meta = {
+        "dataset": settings.dataset,
+        "split": settings.split,
+        "segment_id": seg.segment_id,
+        "video_id": seg.video_id,
+        "participant": seg.participant,
+        "verb_class": seg.verb_class,
+        "noun_class": seg.noun_class,
+        "class_id": seg.class_id,
+        "fps": fps,
+        "start_frame": seg.start_frame,
+        "stop_frame": seg.stop_frame,
+        "frame_indices": kept_numbers,
+    }
+    return encode_sample(meta, frames, motion, flow, jpeg_quality=settings.jpeg_quality)
+
+
+def run_worker(wid: int, settings: WorkerSettings, tasks, results, counter) -> None:
+    """Worker process entry point (spawned): serves units until it receives ``None``."""
+    cv2.setNumThreads(1)
+    estimator = MotionEstimator(MotionConfig(**settings.motion))
+
+    def check_parent() -> None:
+        if os.getppid() != settings.parent_pid:
+            raise ParentGone()
+
+    writer = ShardWriter(
+        settings.out_dir,
+        name_allocator(settings.dataset, settings.split, counter),
+        settings.shard_bytes,
+        on_finished=lambda record: results.put(("shard", wid, record)),
+        before_rename=check_parent,
+    )
+
+    results.put(("ready", wid))
+    try:
+        while True:
+            unit = tasks.get()
+            if unit is None:
+                check_parent()
+                writer.finish()
+                results.put(("exit", wid))
+                return
+            check_parent()
+            results.put(("unit", wid, unit.unit_id))
+            _run_unit(wid, unit, settings, estimator, writer, results, check_parent)
+            results.put(("unit_done", wid, unit.unit_id))
+    except ParentGone:
+        writer.abort()
+        sys.exit(3)
+
+
+def _run_unit(wid, unit, settings, estimator, writer, results, check_parent) -> None:
+    def fail(seg: SegmentTask, reason: str) -> None:
+        results.put(("fail", wid, {"segment_id": seg.segment_id, "video_id": seg.video_id, "reason": reason}))
+
+    try:
+        source = open_source(unit, settings.short_side, settings.decode_threads)
+    except DecodeError as err:
+        for seg in unit.segments:
+            fail(seg, str(err))
+        return
+    for seg in unit.segments:
+        check_parent()
+        try:
+            members = make_sample(source, seg, settings, estimator)
+        except (DecodeError, SchemaError, ValueError, cv2.error) as err:
+            fail(seg, str(err))
+            continue
+        except MemoryError:
+            raise
+        except Exception as err:  # one odd segment must not end the whole build
+            fail(seg, f"unexpected {type(err).__name__}: {err}")
+            continue
+        check_parent()
+        writer.write(seg.key, members)
+        results.put(("ok", wid, seg.key))
