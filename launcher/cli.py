@@ -18,6 +18,8 @@ COMMAND_MODULES: list[str] = [
     "fpar.models.cli",
     "shards.synth.cli",
     "shards.annotations.cli",
+    "shards.cli",
+    "launcher.bench",
 ]
 
 
