@@ -1,0 +1,114 @@
+"""The DeepSpeed configuration and engine for a run: precision, ZeRO stage, accumulation.
+
+Every run, one process or many, goes through ``deepspeed.initialize``. Precision is
+checked before anything starts: fp16 needs a CUDA GPU (DeepSpeed's CPU accelerator
+refuses it only after the process group is up, with a less helpful message).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from fpar.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def check_precision(precision: str, zero_stage: int, cuda_available: bool | None = None) -> None:
+    """Refuses a precision or ZeRO stage this machine cannot run, before any start-up.
+
+    Args:
+        precision: ``fp32``, ``bf16`` or ``fp16``.
+        zero_stage: 0, 1, 2 or 3.
+        cuda_available: Override of ``torch.cuda.is_available()`` (for tests).
+
+    Raises:
+        ConfigError: With the reason and what to use instead.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"train.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if zero_stage not in (0, 1, 2, 3):
+        raise ConfigError(f"train.zero_stage: {zero_stage} is not one of 0, 1, 2, 3")
+    cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
+    if precision == "fp16" and not cuda:
+        raise ConfigError(
+            "train.precision: fp16 needs a CUDA GPU (DeepSpeed's CPU accelerator does not "
+            "support fp16); use train.precision=bf16 or train.precision=fp32 on CPU")
+
+
+def build_ds_config(precision: str, zero_stage: int, micro_batch: int, grad_accum: int,
+                    grad_clip: float) -> dict[str, Any]:
+    """Returns the DeepSpeed config dict for one run.
+
+    Args:
+        precision: ``fp32``, ``bf16`` or ``fp16`` (dynamic loss scaling).
+        zero_stage: ZeRO optimisation stage.
+        micro_batch: Clips per rank per forward pass.
+        grad_accum: Micro-batches accumulated per optimiser step.
+        grad_clip: Global gradient-norm clip (0 = off).
+    """
+    if micro_batch < 1 or grad_accum < 1:
+        raise ConfigError(f"batch size ({micro_batch}) and train.grad_accum_steps "
+                          f"({grad_accum}) must be >= 1")
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": grad_accum,
+        "gradient_clipping": float(grad_clip),
+        "zero_optimization": {"stage": zero_stage},
+        "bf16": {"enabled": precision == "bf16"},
+        "fp16": {"enabled": precision == "fp16", "loss_scale": 0, "initial_scale_power": 16},
+        # The trainer prints its own progress; DeepSpeed's periodic lines would interleave.
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+    return config
+
+
+def initialize(model: nn.Module, optimizer: torch.optim.Optimizer, ds_config: dict[str, Any],
+               lr_scheduler: Callable | None = None):
+    """Wraps ``model`` and ``optimizer`` in a DeepSpeed engine.
+
+    Returns:
+        ``(engine, scheduler)``; the engine steps the scheduler at each optimiser step and
+        saves it in its checkpoints.
+    """
+    import deepspeed  # the accelerator is chosen in distributed.prepare_accelerator
+
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=model, optimizer=optimizer, config=ds_config, lr_scheduler=lr_scheduler)
+    return engine, scheduler
+
+
+def engine_dtype(engine) -> torch.dtype:
+    """The floating dtype the engine's module computes in."""
+    if engine.bfloat16_enabled():
+        return torch.bfloat16
+    if engine.fp16_enabled():
+        return torch.float16
+    return torch.float32
+
+
+def grad_norm(engine, before_step: float | None) -> float | None:
+    """The global gradient norm of the last optimiser step.
+
+    DeepSpeed reports it for ZeRO and mixed precision; for plain fp32 at stage 0 it does
+    not, so the trainer measures it itself before stepping and passes it in.
+    """
+    value = engine.get_global_grad_norm()
+    if value is None:
+        return before_step
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+def local_grad_norm(model: nn.Module) -> float:
+    """L2 norm of the (already reduced) gradients held by this rank's parameters."""
+    norms = [p.grad.detach().float().norm() for p in model.parameters() if p.grad is not None]
+    if not norms:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack(norms)).item())

@@ -1,0 +1,93 @@
+"""Prediction over an evaluation stream: one row per segment, gathered over ranks."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from fpar.engine import distributed
+
+LABEL_KEYS = ("verb", "noun", "class")
+
+
+def to_device(batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
+    """Moves a batch's tensors to ``device``; floating tensors also take ``dtype``."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if value.is_floating_point():
+                value = value.to(dtype)
+        out[key] = value
+    return out
+
+
+@torch.no_grad()
+def predict(forward: Callable[[dict], object], batches: Iterable[dict], device: torch.device,
+            dtype: torch.dtype = torch.float32):
+    """Runs ``forward`` over this rank's batches and gathers every rank's rows.
+
+    Args:
+        forward: ``batch -> ModelOutput`` (the model in eval mode).
+        batches: This rank's evaluation batches (``segment_id`` plus inputs and labels).
+        device: Where the model runs.
+        dtype: Floating dtype of the model's inputs.
+
+    Returns:
+        ``(ids, logits, labels)`` on every rank: segment ids, float32 logits per head and
+        int64 labels per label key, rows in the same order.
+
+    Raises:
+        RuntimeError: If a segment appears twice across ranks.
+    """
+    ids: list[str] = []
+    logits: dict[str, list[np.ndarray]] = {}
+    labels: dict[str, list[np.ndarray]] = {}
+    for batch in batches:
+        output = forward(to_device(batch, device, dtype))
+        ids.extend(str(s) for s in batch["segment_id"])
+        for head, value in output.logits.items():
+            logits.setdefault(head, []).append(value.float().cpu().numpy())
+        for key in LABEL_KEYS:
+            if key in batch:
+                labels.setdefault(key, []).append(np.asarray(batch[key].cpu(), dtype=np.int64))
+    local = (ids, {k: np.concatenate(v) for k, v in logits.items()},
+             {k: np.concatenate(v) for k, v in labels.items()})
+    parts = distributed.gather_objects(local)
+    all_ids = [i for part in parts for i in part[0]]
+    duplicates = len(all_ids) - len(set(all_ids))
+    if duplicates:
+        raise RuntimeError(f"evaluation: {duplicates} segment(s) scored more than once "
+                           "across ranks; the evaluation stream must split segments")
+    heads = [k for part in parts for k in part[1]]
+    merged_logits = {h: np.concatenate([p[1][h] for p in parts if h in p[1]])
+                     for h in dict.fromkeys(heads)}
+    keys = [k for part in parts for k in part[2]]
+    merged_labels = {k: np.concatenate([p[2][k] for p in parts if k in p[2]])
+                     for k in dict.fromkeys(keys)}
+    return all_ids, merged_logits, merged_labels
+
+
+def top1_metrics(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, float]:
+    """Top-1 accuracy per head on labelled rows, the action (verb and noun both right) and
+    their mean; p(action) = p(verb) p(noun), so its argmax is the pair of argmaxes."""
+    metrics: dict[str, float] = {}
+    hits = {}
+    for head, scores in logits.items():
+        if head not in labels or len(scores) == 0:
+            continue
+        target = labels[head]
+        known = target >= 0
+        hits[head] = (scores.argmax(1) == target) & known
+        if known.any():
+            metrics[f"top1_{head}"] = float(hits[head][known].mean())
+    if "verb" in hits and "noun" in hits:
+        known = (labels["verb"] >= 0) & (labels["noun"] >= 0)
+        if known.any():
+            metrics["top1_action"] = float((hits["verb"] & hits["noun"])[known].mean())
+    heads = [v for k, v in metrics.items() if k != "top1_action"]
+    if heads:
+        metrics["mean_top1"] = float(np.mean(heads))
+    return metrics

@@ -1,0 +1,207 @@
+"""Training and evaluation entry points; every launcher (local, torchrun, SLURM) ends here.
+
+``run`` trains an experiment in the current process, as one rank of the job described by
+RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (a lone process sets them
+itself). ``evaluate`` scores a split with a trained run's checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from fpar.config import ConfigError, save_config
+from fpar.engine import checkpoint as ckpt
+from fpar.engine import deepspeed_setup, distributed, preemption
+from fpar.engine.predict import predict, top1_metrics
+from fpar.engine.run_log import attach_log_file
+from fpar.experiment import ExperimentConfig, load_experiment
+from fpar.io import atomic_write_json
+
+log = logging.getLogger("fpar.train")
+
+CONFIG_FILE = "config.yaml"
+
+
+def resolve_config(config: str | Path | ExperimentConfig | None, overrides: Sequence[str],
+                   run_dir: str | Path | None) -> ExperimentConfig:
+    """The experiment of a run: a YAML path, a config object, or the run folder's saved one.
+
+    Raises:
+        ConfigError: If nothing names a config or a key is wrong.
+    """
+    if isinstance(config, ExperimentConfig):
+        if overrides:
+            from fpar.config import apply_overrides, from_dict, to_dict
+
+            return from_dict(ExperimentConfig, apply_overrides(to_dict(config), overrides))
+        return config
+    if config is None:
+        if run_dir is None or not (Path(run_dir) / CONFIG_FILE).is_file():
+            raise ConfigError("no config: give a config file, or a run folder holding "
+                              f"{CONFIG_FILE} to resume")
+        config = Path(run_dir) / CONFIG_FILE
+    return load_experiment(config, overrides)
+
+
+def default_run_dir(cfg: ExperimentConfig) -> Path:
+    """``output_dir/name``: the same on every rank, so ranks agree without talking."""
+    return Path(cfg.output_dir) / cfg.name
+
+
+def _streams(cfg: ExperimentConfig, layout: distributed.DistEnv):
+    from fpar.data import ShardStream
+
+    if not cfg.data.train_shards:
+        raise ConfigError("data.train_shards: no training shard folder configured")
+    kwargs = dict(rank=layout.rank, world_size=layout.world_size, seed=cfg.seed)
+    train = ShardStream(cfg.data, cfg.data.train_shards, train=True, **kwargs)
+    val = ShardStream(cfg.data, cfg.data.val_shards, train=False, **kwargs) \
+        if cfg.data.val_shards and cfg.eval.validate_every_epochs else None
+    return train, val
+
+
+def _model_parts(cfg: ExperimentConfig):
+    from fpar.models import build_model, compute_loss
+
+    return (lambda: build_model(cfg.model)), (lambda out, batch: compute_loss(cfg.model, out, batch))
+
+
+def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] = (),
+        run_dir: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
+    """Trains an experiment in this process (one rank) and evaluates its test splits.
+
+    A run folder that already holds a complete checkpoint continues from it (a restart
+    after preemption); ``resume=True`` additionally requires one.
+
+    Args:
+        config: YAML path, config object, or None to use ``run_dir/config.yaml``.
+        overrides: ``a.b=value`` strings.
+        run_dir: The run folder (default ``output_dir/name``).
+        resume: Require a checkpoint to continue from.
+
+    Returns:
+        Summary: run folder, steps, best score, scores files written.
+
+    Raises:
+        preemption.Preempted: When stopped by a preemption request (a checkpoint exists).
+        fpar.trainer.NonFiniteError: When the loss kept being non-finite.
+    """
+    cfg = resolve_config(config, overrides, run_dir)
+    deepspeed_setup.check_precision(cfg.train.precision, cfg.train.zero_stage)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
+    layout = distributed.read_env()
+    device = distributed.init_process_group(layout)
+    handler = None
+    try:
+        from fpar.trainer import Trainer
+
+        if layout.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, run_dir / CONFIG_FILE)
+            handler = attach_log_file(run_dir / "log.txt")
+        distributed.barrier()
+        log.info("run %s: %d rank(s) on %s, %s, ZeRO %d", run_dir, layout.world_size,
+                 device, cfg.train.precision, cfg.train.zero_stage)
+        train_data, val_data = _streams(cfg, layout)
+        factory, loss_fn = _model_parts(cfg)
+        trainer = Trainer(cfg, run_dir, factory, loss_fn, train_data, val_data, layout, device)
+        summary = trainer.fit(resume_required=resume)
+        if cfg.eval.final_checkpoint == "best":
+            trainer.use_best_weights()
+        summary["scores"] = {}
+        for split, folder in cfg.test_splits().items():
+            path = _score_split(trainer, cfg, layout, split, folder, run_dir / f"scores_{split}.pt")
+            summary["scores"][split] = str(path)
+        summary["run_dir"] = str(run_dir)
+        if layout.is_main:
+            atomic_write_json(run_dir / "summary.json", summary)
+        trainer.close()
+        return summary
+    finally:
+        if handler is not None:
+            logging.getLogger("fpar").removeHandler(handler)
+            handler.close()
+        distributed.teardown()
+
+
+def _score_split(trainer, cfg: ExperimentConfig, layout, split: str, folder: str,
+                 out: Path) -> Path:
+    from fpar.data import ShardStream
+    from fpar.evaluation.scores import save_scores
+
+    stream = ShardStream(cfg.data, folder, train=False, rank=layout.rank,
+                         world_size=layout.world_size, seed=cfg.seed)
+    ids, logits, labels = trainer.predict(stream)
+    if layout.is_main:
+        save_scores(out, ids, logits)
+        log.info("%s: %d segments scored -> %s %s", split, len(ids), out,
+                 top1_metrics(logits, labels))
+    distributed.barrier()
+    return out
+
+
+def _locate_checkpoint(path: Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint tag folder) from a run folder or a checkpoint folder."""
+    if (path / ckpt.COMPLETE).is_file():
+        return path.parent.parent, path
+    root = path / "checkpoints"
+    tag = ckpt.latest_tag(root)
+    if tag is None:
+        raise FileNotFoundError(f"{path}: neither a checkpoint nor a run folder with a "
+                                "complete checkpoint")
+    return path, root / tag
+
+
+def load_weights(tag_dir: Path) -> dict[str, torch.Tensor]:
+    """The model weights (fp32) stored in a DeepSpeed checkpoint folder."""
+    files = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
+    if not files:
+        raise FileNotFoundError(f"{tag_dir}: no DeepSpeed model states file")
+    states = torch.load(files[0], map_location="cpu", weights_only=False)
+    return {k: v.float() if v.is_floating_point() else v for k, v in states["module"].items()}
+
+
+def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | None = None) -> Path:
+    """Scores a split with a run's latest (or a given) checkpoint; one row per segment.
+
+    Args:
+        run_dir_or_checkpoint: A run folder (its latest complete checkpoint) or a
+            checkpoint folder ``run/checkpoints/stepNNNNNNNN``.
+        split: ``train``, ``val``, ``test``, a name of ``eval.test_splits``, or a shard folder.
+        out: Scores file (default ``run/scores_<split>.pt``).
+
+    Returns:
+        The scores file (written by rank 0; every rank returns its path).
+    """
+    from fpar.data import ShardStream
+    from fpar.evaluation.scores import save_scores
+    from fpar.models import build_model
+
+    run_dir, tag_dir = _locate_checkpoint(Path(run_dir_or_checkpoint))
+    cfg = resolve_config(None, (), run_dir)
+    folder = split if Path(split).is_dir() else cfg.shard_dir(split)
+    name = Path(split).name if Path(split).is_dir() else split
+    out = Path(out) if out is not None else run_dir / f"scores_{name}.pt"
+    layout = distributed.read_env()
+    device = distributed.init_process_group(layout)
+    try:
+        model = build_model(cfg.model)
+        model.load_state_dict(load_weights(tag_dir))
+        model.to(device).eval()
+        stream = ShardStream(cfg.data, folder, train=False, rank=layout.rank,
+                             world_size=layout.world_size, seed=cfg.seed)
+        ids, logits, labels = predict(model, stream.eval_batches(), device)
+        if layout.is_main:
+            save_scores(out, ids, logits)
+            log.info("%s (%s): %d segments scored with %s -> %s %s", name, folder, len(ids),
+                     tag_dir.name, out, top1_metrics(logits, labels))
+        return out
+    finally:
+        distributed.teardown()
+
+
+__all__ = ["evaluate", "load_weights", "preemption", "resolve_config", "run"]
