@@ -12,6 +12,7 @@ import logging
 import sys
 
 COMMAND_MODULES: list[str] = [
+    "launcher.train_cli",
     "launcher.submit",
     "launcher.collect",
     "fpar.evaluation.cli",
