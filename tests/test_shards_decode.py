@@ -1,0 +1,87 @@
+"""Decoding: exact frames by index (H.264 with B-frames), resizing, frame folders, errors."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from shards.decode import DecodeError, DecordVideo, FrameFolder, index_videos, sample_frames, stored_size
+from shards.toyvideo import make_toy_video
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return make_toy_video(tmp_path_factory.mktemp("video") / "P01_01.MP4", num_frames=40, seed=5)
+
+
+def _closest_frame(decoded: np.ndarray, rendered: np.ndarray) -> int:
+    errors = np.abs(rendered.astype(np.int16) - decoded.astype(np.int16)).mean(axis=(1, 2, 3))
+    return int(np.argmin(errors))
+
+
+def test_get_batch_returns_exactly_the_requested_frames(toy):
+    video = DecordVideo(toy.path, short_side=96)
+    assert video.num_frames == 40 and (video.height, video.width) == (96, 128)
+    # Unsorted, repeated, across key frames (GOP 12) and B-frames.
+    indices = [int(i) for i in np.random.default_rng(0).integers(0, 40, size=12)] + [39, 0, 13, 13]
+    batch = video.read(indices)
+    assert batch.shape == (len(indices), 96, 128, 3)
+    assert [_closest_frame(f, toy.frames) for f in batch] == indices
+
+
+def test_frames_are_resized_to_the_short_side_at_decode(toy):
+    video = DecordVideo(toy.path, short_side=48)
+    batch = video.read([7, 30])
+    assert batch.shape == (2, 48, 64, 3)
+    small = np.stack([cv2.resize(f, (64, 48), interpolation=cv2.INTER_AREA) for f in toy.frames])
+    assert [_closest_frame(f, small) for f in batch] == [7, 30]
+    assert stored_size(1080, 1920, 256) == (256, 455)
+    with pytest.raises(DecodeError, match="outside"):
+        video.read([40])
+
+
+def test_broken_files_raise_decode_errors_naming_the_file(toy, tmp_path):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(os.urandom(4000))
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(toy.path.read_bytes()[: toy.path.stat().st_size // 2])
+    for path in (garbage, truncated, tmp_path / "missing.mp4"):
+        with pytest.raises(DecodeError, match=path.name):
+            DecordVideo(path, short_side=96)
+
+
+def test_frame_folders_read_in_name_order_and_resize(toy, tmp_path):
+    folder = tmp_path / "S1" / "close_jam" / "1"
+    folder.mkdir(parents=True)
+    for t in range(10):
+        cv2.imwrite(str(folder / f"{t + 1:05d}.png"), cv2.cvtColor(toy.frames[t], cv2.COLOR_RGB2BGR))
+    frames = FrameFolder(folder, short_side=48, fps=24)
+    assert frames.num_frames == 10 and frames.fps == 24
+    batch = frames.read([9, 2])
+    assert batch.shape == (2, 48, 64, 3)
+    small = np.stack([cv2.resize(f, (64, 48), interpolation=cv2.INTER_AREA) for f in toy.frames[:10]])
+    assert [_closest_frame(f, small) for f in batch] == [9, 2]
+    with pytest.raises(DecodeError, match="no frame images"):
+        FrameFolder(tmp_path / "S1", short_side=48)
+
+
+def test_uniform_sampling_covers_the_segment():
+    assert sample_frames(11, 20, 5) == [12, 14, 16, 18, 20]
+    frames = sample_frames(100, 399, 32)
+    assert frames == sorted(frames) and frames[0] >= 100 and frames[-1] <= 399 and len(set(frames)) == 32
+    assert sample_frames(5, 7, 6) == [5, 5, 6, 6, 7, 7]  # short segments repeat frames
+    with pytest.raises(ValueError, match="empty segment"):
+        sample_frames(9, 8, 4)
+
+
+def test_video_index_finds_both_extensions_and_keeps_duplicates(tmp_path):
+    for rel in ("P01/P01_01.MP4", "P01/sub/P01_02.mp4", "P02/P02_01.MP4", "other/P02_01.mp4", "P03/notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    found = index_videos(tmp_path)
+    assert sorted(found) == ["P01_01", "P01_02", "P02_01"]
+    assert found["P01_02"] == [tmp_path / "P01/sub/P01_02.mp4"]
+    assert len(found["P02_01"]) == 2
