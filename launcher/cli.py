@@ -17,6 +17,7 @@ COMMAND_MODULES: list[str] = [
     "launcher.collect",
     "fpar.evaluation.cli",
     "fpar.models.cli",
+    "fpar.report.cli",
     "shards.synth.cli",
     "shards.annotations.cli",
     "shards.cli",
