@@ -11,16 +11,17 @@ import importlib
 import logging
 import sys
 
-COMMAND_MODULES: list[str] = [
-    "launcher.train_cli",
-    "launcher.submit",
-    "launcher.collect",
-    "fpar.evaluation.cli",
-    "fpar.models.cli",
-    "fpar.report.cli",
+COMMAND_MODULES: list[str] = [  # in the order of the workflow, as --help lists them
+    "launcher.demo",
     "shards.synth.cli",
     "shards.annotations.cli",
     "shards.cli",
+    "fpar.models.cli",
+    "launcher.train_cli",
+    "fpar.evaluation.cli",
+    "fpar.report.cli",
+    "launcher.submit",
+    "launcher.collect",
     "launcher.bench",
 ]
 
