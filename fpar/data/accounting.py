@@ -8,6 +8,8 @@ from typing import Iterable, Iterator
 
 import torch
 
+from fpar.data.transforms import normalise_frames
+
 log = logging.getLogger(__name__)
 
 MAX_PROBLEMS = 20
@@ -84,10 +86,17 @@ class PassReport:
 
 
 def collate(clips: list[dict], repeat: list[bool], label_keys: tuple[str, ...]) -> dict:
-    """Stacks decoded clips into the batch dict of the data contract."""
+    """Stacks decoded clips into the batch dict of the data contract (floats, normalised)."""
+    try:
+        frames = torch.stack([c["frames"] for c in clips])
+        motion = torch.stack([c["motion"] for c in clips])
+    except RuntimeError as err:
+        ids = [c["segment_id"] for c in clips]
+        raise ValueError(f"clips {ids} differ in shape (shards built with different "
+                         f"sizes? set data.motion_size): {err}") from err
     batch = {
-        "frames": torch.stack([c["frames"] for c in clips]),
-        "motion": torch.stack([c["motion"] for c in clips]),
+        "frames": normalise_frames(frames),
+        "motion": motion.float().div_(255.0),
     }
     if "flow" in clips[0]:
         batch["flow"] = torch.stack([c["flow"] for c in clips])

@@ -24,7 +24,7 @@ from fpar.data.transforms import (
     crop_frames,
     crop_maps,
     map_size,
-    normalise_frames,
+    planar_rgb,
     centre_box,
     train_box,
 )
@@ -88,7 +88,8 @@ def make_clip(raw: dict[str, Any], cfg: DataConfig, *, train: bool, seed: int, e
         epoch: Epoch number.
 
     Returns:
-        ``frames`` float32 (T, 3, S, S) normalised, ``motion`` float32 (T, s, s) in [0, 1],
+        ``frames`` uint8 (T, 3, S, S) RGB, ``motion`` uint8 (T, s, s) (moving fraction
+        x 255; :func:`fpar.data.accounting.collate` turns both into normalised floats),
         ``flow`` float32 (T, 10, S, S) in [-1, 1] (displacement / flow bound) when
         ``cfg.use_flow``, one int per label key, ``segment_id`` str.
 
@@ -125,15 +126,13 @@ def _make_clip(raw: dict, cfg: DataConfig, train: bool, seed: int, epoch: int, k
     for p in set(picks.tolist()):
         decoded[p] = _decode_bgr(packed[p], factor)
     frames = crop_frames([decoded[p] for p in picks], box, cfg.crop_size)
-    for frame in frames:
-        cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=frame)
 
     map_h, map_w = (int(v) for v in meta["motion_size"])
     maps = _decode_grey(raw[MOTION_EXT], "motion").reshape(count, map_h, map_w)[picks]
     side = map_size(cfg.motion_size, cfg.crop_size, min(height, width), min(map_h, map_w))
-    motion = torch.from_numpy(crop_maps(maps, box, side)).float().div_(255.0)
+    motion = torch.from_numpy(crop_maps(maps, box, side))
 
-    clip = {"frames": normalise_frames(frames), "motion": motion}
+    clip = {"frames": planar_rgb(frames, bgr=True), "motion": motion}
     if cfg.use_flow:
         clip["flow"] = torch.from_numpy(_flow(raw, meta, picks, box, cfg.crop_size))
     for label, field in LABEL_FIELDS.items():

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from fpar.data.accounting import DataShortfallError, PassReport, collate, fill_batches
 from fpar.data.config import DataConfig
 from fpar.data.plan import RankPlan, rank_plan, shard_entries, split_range, steps_per_epoch
-from fpar.data.worker import OK, PassDataset, init_worker
+from fpar.data.worker import OK, PassDataset, init_worker, worker_context
 from shards.schema import read_manifest
 
 __all__ = ["ShardStream", "DataShortfallError", "clip_throughput"]
@@ -105,7 +105,8 @@ class ShardStream:
         else:
             source = iter(DataLoader(dataset, batch_size=None, num_workers=self.cfg.workers,
                                      worker_init_fn=init_worker, pin_memory=False,
-                                     prefetch_factor=self.cfg.prefetch_factor))
+                                     prefetch_factor=self.cfg.prefetch_factor,
+                                     multiprocessing_context=worker_context()))
         pending: dict[int, dict] = {}
         want = start
         for item in source:

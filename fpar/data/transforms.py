@@ -14,7 +14,7 @@ corners or the centre, resized to ``crop_size``; then a horizontal flip with pro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import cv2
@@ -90,42 +90,69 @@ def _affine(box: CropBox, in_w: int, in_h: int, out_w: int, out_h: int) -> np.nd
 
 
 def warp_stack(stack: np.ndarray, box: CropBox, out_size: int) -> np.ndarray:
-    """Crops/resizes/flips an (H, W, C) array (any C) to (out_size, out_size, C)."""
+    """Crops/resizes/flips an (H, W, C) array (any C) to (out_size, out_size, C).
+
+    When the box falls on whole pixels of ``stack`` (always so for frames at the stored
+    size, since boxes are drawn in stored pixels) the region is resized directly, which
+    is 4-6x faster than an affine warp and samples the same pixel centres. Otherwise
+    (maps and flow at lower resolution) an affine warp keeps the box exact.
+    """
     h, w = stack.shape[:2]
-    matrix = _affine(box, w, h, out_size, out_size)
-    # Shrinking a lot with bilinear sampling aliases; area interpolation cannot be
-    # expressed as an affine warp, so resize the cropped region instead in that case.
-    scale = min(out_size / (box.w * w), out_size / (box.h * h))
-    if scale < 0.5:
-        x0, y0 = int(round(box.x0 * w)), int(round(box.y0 * h))
-        x1, y1 = x0 + max(1, int(round(box.w * w))), y0 + max(1, int(round(box.h * h)))
-        region = stack[y0:y1, x0:x1]
+    edges = np.array([box.x0 * w, box.y0 * h, (box.x0 + box.w) * w, (box.y0 + box.h) * h])
+    whole = np.abs(edges - np.round(edges)).max() < 1e-6
+    # Shrinking a lot with bilinear sampling aliases; area interpolation is no affine
+    # warp, so such a region is resized from the nearest whole-pixel box instead.
+    shrink = min(out_size / (box.w * w), out_size / (box.h * h)) < 0.5
+    if whole or shrink:
+        x0, y0, x1, y1 = (int(v) for v in np.round(edges))
+        region = stack[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]
         if region.ndim == 2:
             region = region[:, :, None]
-        # cv2's area resize takes at most 4 channels at a time.
-        out = np.concatenate(
-            [_area(region[:, :, c : c + 4], out_size) for c in range(0, region.shape[2], 4)], axis=2
-        )
+        if shrink:
+            # cv2's area resize takes at most 4 channels at a time.
+            parts = [_resize(region[:, :, c : c + 4], out_size, cv2.INTER_AREA)
+                     for c in range(0, region.shape[2], 4)]
+            out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
+        else:
+            out = _resize(region, out_size, cv2.INTER_LINEAR)
         return np.ascontiguousarray(out[:, ::-1]) if box.flip else out
+    matrix = _affine(box, w, h, out_size, out_size)
     out = cv2.warpAffine(
         stack, matrix, (out_size, out_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
-    if out.ndim == 2:
-        out = out[:, :, None]
-    return out
+    return out[:, :, None] if out.ndim == 2 else out
 
 
-def _area(region: np.ndarray, out_size: int) -> np.ndarray:
-    out = cv2.resize(np.ascontiguousarray(region), (out_size, out_size), interpolation=cv2.INTER_AREA)
+def _resize(region: np.ndarray, out_size: int, interpolation: int) -> np.ndarray:
+    if region.shape[:2] == (out_size, out_size):
+        return np.ascontiguousarray(region)
+    out = cv2.resize(region, (out_size, out_size), interpolation=interpolation)
     return out[:, :, None] if out.ndim == 2 else out
 
 
 def crop_frames(frames: Sequence[np.ndarray], box: CropBox, size: int) -> np.ndarray:
-    """Applies ``box`` to each (H, W, 3) uint8 frame; returns (N, size, size, 3) uint8."""
+    """Applies ``box`` to each (H, W, 3) uint8 frame; returns (N, size, size, 3) uint8.
+
+    A flip is returned as a mirrored view: :func:`normalise_frames` copies the array once
+    anyway, so the mirroring costs nothing there.
+    """
+    upright = replace(box, flip=False)
     out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
     for i, frame in enumerate(frames):
-        out[i] = warp_stack(frame, box, size)
-    return out
+        h, w = frame.shape[:2]
+        x0, y0 = box.x0 * w, box.y0 * h
+        x1, y1 = x0 + box.w * w, y0 + box.h * h
+        whole = max(abs(v - round(v)) for v in (x0, y0, x1, y1)) < 1e-6
+        if whole and (x1 - x0) * 2 >= size and (y1 - y0) * 2 >= size:
+            # The common case, resized straight into the output (no intermediate copy).
+            region = frame[round(y0) : round(y1), round(x0) : round(x1)]
+            if region.shape[:2] == (size, size):
+                out[i] = region
+            else:
+                cv2.resize(region, (size, size), dst=out[i], interpolation=cv2.INTER_LINEAR)
+        else:
+            out[i] = warp_stack(frame, upright, size)
+    return out[:, :, ::-1] if box.flip else out
 
 
 def crop_maps(maps: np.ndarray, box: CropBox, size: int) -> np.ndarray:
@@ -157,10 +184,24 @@ def map_size(cfg_motion_size: int | None, crop_size: int, frame_short: int, map_
 
 
 _MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0
-_STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0
+_INV_STD = 1.0 / (torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
 
 
-def normalise_frames(frames: np.ndarray) -> torch.Tensor:
-    """(N, S, S, 3) uint8 RGB -> (N, 3, S, S) float32 with ImageNet mean/std."""
-    tensor = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
-    return tensor.sub_(_MEAN).div_(_STD)
+def planar_rgb(frames: np.ndarray, bgr: bool = False) -> torch.Tensor:
+    """(N, S, S, 3) uint8 RGB (or BGR, possibly a mirrored view) -> (N, 3, S, S) uint8 RGB.
+
+    One uint8 copy does the channel order, any mirroring and the planar layout.
+    """
+    if bgr:
+        frames = frames[..., ::-1]
+    return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
+
+
+def normalise_frames(planar: torch.Tensor) -> torch.Tensor:
+    """uint8 (..., 3, S, S) RGB -> float32 with ImageNet mean/std.
+
+    Applied to whole batches: clips travel from loader workers as uint8 (a quarter of
+    the bytes) and the float ops run once, on contiguous memory.
+    """
+    shape = (1,) * (planar.dim() - 3) + (3, 1, 1)
+    return planar.float().sub_(_MEAN.view(shape)).mul_(_INV_STD.view(shape))

@@ -9,6 +9,8 @@ resumed on a machine with another worker count sees exactly the same batches.
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.context
 from collections import Counter
 from typing import Iterator
 
@@ -95,3 +97,16 @@ def init_worker(_worker_id: int) -> None:
     """Keeps each loader worker on one thread: the parallelism is the workers."""
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """The start method of loader workers: forked from a clean server process.
+
+    Plain fork copies the trainer after it has used OpenCV's and torch's thread pools
+    (and maybe CUDA); a worker forked then can deadlock on a lock held by a thread that
+    does not exist in the child, which happened here intermittently. The fork server is
+    started once per process, with this module preloaded so workers start quickly.
+    """
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
