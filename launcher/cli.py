@@ -15,6 +15,7 @@ COMMAND_MODULES: list[str] = [  # in the order of the workflow, as --help lists 
     "launcher.demo",
     "shards.synth.cli",
     "shards.annotations.cli",
+    "fpar.data.cli",
     "shards.cli",
     "fpar.models.cli",
     "launcher.train_cli",

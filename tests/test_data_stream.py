@@ -199,3 +199,25 @@ def test_bad_arguments_are_refused(shard_dir, tmp_path):
     stream = ShardStream(config(), shard_dir, train=False, rank=0, world_size=1, seed=0)
     with pytest.raises(ValueError, match="eval_batches"):
         next(stream.epoch_batches(0))
+
+
+def main(argv: list[str]) -> int:
+    """Runs ``fpar data ...`` through a parser holding only this module's commands."""
+    import argparse
+
+    from fpar.data.cli import register
+
+    parser = argparse.ArgumentParser(prog="fpar")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_check_command_reports_damage(shard_dir, tmp_path, capsys):
+    assert main(["data", "check", str(shard_dir), "--crop-size", "16", "--num-frames", "2"]) == 0
+    assert '"seen": 8' in capsys.readouterr().out
+    broken = damage(shard_dir, tmp_path / "broken", "garbage")
+    assert main(["data", "check", str(broken), "--crop-size", "16", "--num-frames", "2"]) == 1
+    assert '"shortfall": 3' in capsys.readouterr().out
+    assert main(["data", "check", str(tmp_path)]) == 2
+    assert "no manifest" in capsys.readouterr().err
