@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fpar.data.accounting import collate
+from fpar.data.accounting import DataShortfallError, collate, fill_batches
 from fpar.data.clip import make_clip, reduction
 from fpar.data.config import DataConfig
 from fpar.data.plan import ShardEntry, buffer_shuffle_order, pieces_for_range, rank_plan, split_range
@@ -244,3 +244,16 @@ def test_clip_frames_are_rgb_and_batches_normalised():
     red = (250 / 255 - IMAGENET_MEAN[0]) / IMAGENET_STD[0]
     assert abs(batch["frames"][:, :, 0].mean().item() - red) < 0.1
     assert batch["verb"].tolist() == [-1, -1] and batch["is_repeat"].tolist() == [False, True]
+
+
+def test_batches_without_a_decoded_clip_borrow_from_the_next_then_the_last():
+    def ok(name):
+        return {"status": "ok", "repeat": False, "clip": name}
+
+    gone = {"status": "missing", "repeat": False, "problem": "lost"}
+    groups = [[gone, gone], [ok("a"), gone], [ok("b"), ok("c")], [gone, gone]]
+    batches = list(fill_batches(groups, rank=0))
+    assert batches == [(["a", "a"], [True, True]), (["a", "a"], [False, True]),
+                       (["b", "c"], [False, False]), (["c", "c"], [True, True])]
+    with pytest.raises(DataShortfallError, match="not one decodable sample"):
+        list(fill_batches([[gone], [gone]], rank=1))
