@@ -22,6 +22,7 @@ COMMAND_MODULES: list[str] = [  # in the order of the workflow, as --help lists 
     "fpar.evaluation.cli",
     "fpar.report.cli",
     "launcher.submit",
+    "launcher.protocol_cli",
     "launcher.collect",
     "launcher.bench",
 ]

@@ -115,7 +115,8 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None, seed_key: str 
         log.warning("left out %s", line)
     if not rows:
         raise ValueError(f"{sweep_dir}: no run has metrics yet ({len(missing)} left out)")
-    chosen = metrics or default_metrics(rows)
+    # A sweep may name its table's metrics (``launcher.sweep.record_metrics``).
+    chosen = metrics or read_sweep_file(sweep_dir).get("metrics") or default_metrics(rows)
     table = aggregate(rows, chosen)
     return write_table(table, Path(out) if out else sweep_dir / "results", precision)
 
@@ -149,7 +150,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed-key", default="seed",
                    help="sweep key whose values are repeats of one setting (default seed)")
     p.add_argument("--metric", action="append", default=[], metavar="NAME",
-                   help="metric to tabulate, repeatable (default: every top-1 metric)")
+                   help="metric to tabulate, repeatable (default: those the sweep names, "
+                   "as `fpar protocol` does, else every top-1 metric)")
     p.add_argument("--system", default=None,
                    help="row name (default: the config file's name)")
     p.add_argument("--annotations", type=Path, default=None,

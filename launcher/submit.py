@@ -222,7 +222,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="sweep an override key over values (repeatable; the runs are the "
                    "cartesian product, one job array): e.g. --sweep seed=0,1,2 "
                    "--sweep data.train_shards=shards/split1,shards/split2; run folders "
-                   "are DIR/<key=value,...>/ and `fpar collect DIR` tabulates them")
+                   "are DIR/<key=value,...>/ and `fpar collect DIR` tabulates them. "
+                   "--sweep @FILE: an axis whose every value sets several keys, from a "
+                   "YAML/JSON file 'key: NAME' + 'values: {VALUE: {a.b: v, ...}}' (as "
+                   "`fpar protocol` writes for its splits)")
     p.add_argument("--eval", nargs="?", const="", default=None, metavar="SPLIT,...",
                    help="evaluate the trained run in the run folder instead of training "
                    "(fpar.train.evaluate per split; default: the config's test splits)")

@@ -1,0 +1,221 @@
+"""Running a protocol: shards for its splits, one sweep over splits x seeds, its table.
+
+``run_protocol`` builds (or completes: builds resume) the shards of every dataset split
+the protocol reads, once per distinct split, writes ``SWEEP_DIR/protocol.json``, and
+submits one job array through ``launcher.submit`` whose axes are the protocol's splits
+(a bundling axis: each value sets the run's training and test shards) and the seeds.
+Every run trains through ``train_and_score``: ``fpar.train.run``, then the official
+metrics of its test split into ``<run>/metrics.json``, which ``fpar collect`` reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from fpar.config import ConfigError
+from fpar.io import atomic_write_json, read_json
+from launcher import sweep as sweeps
+from launcher.protocols import METRICS, Protocol, get_protocol, shard_sources, split_axis
+from launcher.submit import SubmitOptions, submit_runs
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_FILE = "protocol.json"
+AXIS_FILE = "split_axis.json"
+METRICS_FILE = "metrics.json"
+ENTRY = "launcher.protocol_run:train_and_score"
+
+
+class ProtocolError(RuntimeError):
+    """A protocol that cannot run as asked (bad data, failed shard builds)."""
+
+
+@dataclasses.dataclass
+class ShardOptions:
+    """How the protocol's shards are built (see ``shards.build.BuildConfig``)."""
+
+    frames: int | None = None
+    short_side: int | None = None
+    flow: bool = False
+    workers: int = 1
+
+
+def check_format(protocol: Protocol, config: str, overrides: Sequence[str]) -> None:
+    """Refuses an experiment made for another dataset than the protocol's.
+
+    Raises:
+        ConfigError: Naming both formats.
+    """
+    from fpar.experiment import load_experiment
+
+    fmt = load_experiment(config, overrides).data.format
+    if fmt != protocol.format:
+        raise ConfigError(f"{config}: trains data.format={fmt}, but protocol {protocol.name} "
+                          f"is on {protocol.format}")
+
+
+def build_protocol_shards(protocol: Protocol, root: str | Path, annotations: str | Path,
+                          shards: str | Path, options: ShardOptions) -> dict[str, Path]:
+    """Builds (or completes) the shards of every dataset split the protocol reads.
+
+    Splits holding the same segments share one folder, ``shards/<first such split>``.
+
+    Returns:
+        The shard folder of each dataset split the protocol reads.
+
+    Raises:
+        ProtocolError: If a build left segments out (its manifest lists them).
+    """
+    from shards.build import BuildConfig, build_shards
+
+    sources = shard_sources(protocol, annotations, root)
+    extra = {k: v for k, v in (("frames", options.frames), ("short_side", options.short_side))
+             if v is not None}
+    folders: dict[str, Path] = {}
+    for split in dict.fromkeys(sources.values()):
+        out = Path(shards).resolve() / split
+        cfg = BuildConfig(format=protocol.format, root=str(root), annotations=str(annotations),
+                          split=split, out=str(out), workers=options.workers,
+                          flow=options.flow, **extra)
+        log.info("shards of %s %s -> %s", protocol.format, split, out)
+        report = build_shards(cfg, progress=True)
+        if not report.ok:
+            raise ProtocolError(f"{protocol.format} {split}: {len(report.failures)} segment(s) "
+                                f"could not be written; see {out / 'manifest.json'}")
+        folders[split] = out
+    return {name: folders[source] for name, source in sources.items()}
+
+
+def run_protocol(protocol_name: str, config: str, overrides: Sequence[str], root: str | Path,
+                 annotations: str | Path | None, shards: str | Path, out: str | Path,
+                 seeds: Sequence[int] = (0, 1, 2), shard_options: ShardOptions | None = None,
+                 submit: SubmitOptions | None = None) -> tuple[Path, list]:
+    """Builds the shards and submits the protocol's runs as one job array.
+
+    Args:
+        protocol_name: A name of ``launcher.protocols.PROTOCOLS``.
+        config: The experiment YAML (its data.format must be the protocol's).
+        overrides: ``a.b=value`` overrides for every run.
+        root: Raw data: videos (EGTEA) or the frame folder root (GTEA-61).
+        annotations: Annotation folder (default ``root``; GTEA-61 reads the frame folders).
+        shards: Parent folder of the shard folders, one per dataset split.
+        out: The sweep folder: a run folder per split and seed, ``protocol.json``.
+        seeds: The seeds each split is run with.
+        shard_options: How shards are built.
+        submit: Resources and executor (its config, overrides, folder, sweep and entry
+            are set here).
+
+    Returns:
+        The sweep folder and the submitted jobs.
+
+    Raises:
+        ConfigError: For a configuration that cannot load or is for another dataset.
+        ProtocolError: If a shard build left segments out.
+    """
+    protocol = get_protocol(protocol_name)
+    seeds = list(dict.fromkeys(int(s) for s in seeds))
+    if not seeds:
+        raise ConfigError("--seeds: at least one seed is needed")
+    check_format(protocol, config, overrides)
+    annotations = annotations if annotations is not None else root
+    shard_dirs = build_protocol_shards(protocol, root, annotations, shards,
+                                       shard_options or ShardOptions())
+    out = Path(out).resolve()
+    axis = split_axis(protocol, shard_dirs)
+    axis_file = sweeps.write_axis_file(out / AXIS_FILE, axis)
+    atomic_write_json(out / PROTOCOL_FILE, {
+        "protocol": protocol.name, "title": protocol.title, "format": protocol.format,
+        "config": str(config), "overrides": list(overrides), "seeds": seeds,
+        "root": str(Path(root).resolve()), "annotations": str(Path(annotations).resolve()),
+        "metrics": list(METRICS),
+        "splits": [{"name": s.name, "train": s.train, "test": s.test,
+                    "train_shards": str(shard_dirs[s.train]),
+                    "test_shards": str(shard_dirs[s.test])} for s in protocol.splits],
+    })
+    base = submit or SubmitOptions(config=str(config))
+    opts = dataclasses.replace(
+        base, config=str(config), overrides=list(overrides), folder=str(out),
+        sweep=[f"@{axis_file}", f"seed={','.join(map(str, seeds))}"], entry=ENTRY,
+        eval_splits=None, job_name=base.job_name or f"fpar-{protocol.name}")
+    folder, jobs = submit_runs(opts)
+    sweeps.record_metrics(folder, METRICS)
+    log.info("%s: %d splits x %d seeds = %d runs in %s", protocol.title, len(protocol.splits),
+             len(seeds), len(jobs), folder)
+    return folder, jobs
+
+
+def score_run(run_dir: str | Path) -> dict[str, Any]:
+    """Official metrics of a protocol run's test split(s), written to ``<run>/metrics.json``.
+
+    The annotations come from ``protocol.json`` in the sweep folder (the run's parent);
+    the test splits are the run's ``eval.test_splits`` names, each scored from
+    ``scores_<split>.pt``.
+
+    Raises:
+        FileNotFoundError: If the sweep folder has no protocol.json or a scores file is absent.
+        fpar.evaluation.EvaluationError: If the scores do not cover the test split.
+    """
+    from fpar.evaluation.metrics import evaluate
+    from fpar.evaluation.scores import load_scores, merge_scores
+    from fpar.train import resolve_config
+
+    run_dir = Path(run_dir)
+    info_path = run_dir.parent / PROTOCOL_FILE
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{info_path}: not in a protocol's sweep folder "
+                                "(written by `fpar protocol`)")
+    info = read_json(info_path)
+    names = list(resolve_config(None, (), run_dir).test_splits())
+    files = [run_dir / f"scores_{name}.pt" for name in names]
+    absent = [str(f) for f in files if not f.is_file()]
+    if not names or absent:
+        raise FileNotFoundError(f"{run_dir}: no scores file {', '.join(absent) or 'configured'}")
+    ids, outputs = merge_scores([load_scores(f) for f in files], [str(f) for f in files])
+    root = info["root"] if info["format"] == "gtea61" else None
+    result = evaluate(info["format"], ids, outputs, info["annotations"], splits=names, root=root)
+    atomic_write_json(run_dir / METRICS_FILE, result)
+    return result
+
+
+def train_and_score(config: str, overrides: Sequence[str], run_dir: str,
+                    resume: bool) -> dict[str, Any]:
+    """The entry of every protocol run: train and test (``fpar.train.run``), then score.
+
+    Same arguments as ``fpar.train.run``; rank 0 writes ``<run>/metrics.json``.
+    """
+    from fpar.engine.distributed import read_env
+    from fpar.train import run
+
+    summary = run(config, overrides, run_dir, resume)
+    if read_env().is_main:
+        result = score_run(run_dir)
+        summary["metrics"] = {split: {k: m[k] for k in METRICS}
+                              for split, m in result["splits"].items()}
+        log.info("%s: %s", run_dir, summary["metrics"])
+    return summary
+
+
+def fill_missing_metrics(sweep_dir: str | Path) -> list[str]:
+    """Scores every finished run of the sweep that has no metrics.json yet.
+
+    Returns:
+        A line per run that could not be scored (unfinished or failed runs).
+    """
+    sweep_dir = Path(sweep_dir)
+    left = []
+    for run in sweeps.read_sweep_file(sweep_dir)["runs"]:
+        run_dir = sweep_dir / run["name"]
+        if (run_dir / METRICS_FILE).is_file():
+            continue
+        try:
+            score_run(run_dir)
+        except (OSError, ValueError) as err:  # ConfigError, EvaluationError included
+            left.append(f"{run['name']}: {err}")
+    return left
+
+
+__all__ = ["ENTRY", "PROTOCOL_FILE", "ProtocolError", "ShardOptions", "build_protocol_shards",
+           "check_format", "fill_missing_metrics", "run_protocol", "score_run", "train_and_score"]
