@@ -13,6 +13,10 @@ import json
 
 BENCHMARKS: dict[str, str] = {
     "shards": "shards.bench",
+    "loader": "launcher.benchmarks.loader",
+    "train": "launcher.benchmarks.train",
+    "scale": "launcher.benchmarks.scale",
+    "accuracy": "launcher.benchmarks.accuracy",
 }
 
 
@@ -35,7 +39,7 @@ def register(subparsers) -> None:
 def _run(module, args: argparse.Namespace) -> int:
     results = module.run(args)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(results))  # one line: easy to append to a log and parse back
     else:
         for line in format_results(results):
             print(line)

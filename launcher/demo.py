@@ -115,9 +115,12 @@ def overrides_for(system: str, scale: DemoScale, shards: dict[str, Path], seed: 
 
 
 def train_system(out: Path, system: str, scale: DemoScale, shards: dict[str, Path],
-                 seed: int) -> Path:
-    """Trains one system in a child process (``fpar train``), unless already finished."""
-    run_dir = out / "runs" / system
+                 seed: int, run_dir: Path | None = None) -> Path:
+    """Trains one system in a child process (``fpar train``), unless already finished.
+
+    The run goes to ``run_dir`` (default ``out/runs/<system>``).
+    """
+    run_dir = run_dir if run_dir is not None else out / "runs" / system
     if (run_dir / "summary.json").is_file():
         log.info("%s already trained in %s", system, run_dir)
         return run_dir

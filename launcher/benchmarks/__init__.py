@@ -1,0 +1,1 @@
+"""Benchmarks of ``fpar bench``: data loading, training step, scaling and accuracy."""

@@ -1,0 +1,120 @@
+"""``fpar bench accuracy``: SparNet vs the baseline on synthetic kitchens over several seeds.
+
+The demo's steps (synthetic EPIC-55 kitchens, shards, ``fpar train``, official metrics)
+are run once for the data and once per (system, seed) for training, with the same budget
+for both systems. Reported per system: verb / noun / action top-1 on S1 (seen kitchens)
+and S2 (unseen kitchens), each as mean and sample std over the seeds, plus every value.
+Every step resumes in ``--work``: finished data, shards and runs are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+DESCRIPTION = ("SparNet vs baseline top-1 (verb/noun/action, seen/unseen kitchens) on "
+               "synthetic EPIC-55, mean and std over seeds")
+
+SPLITS = ("s1", "s2")
+TASKS = ("verb", "noun", "action")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``fpar bench accuracy``."""
+    from launcher.demo import SCALES
+
+    parser.add_argument("--scale", choices=sorted(SCALES), default="default",
+                        help="demo scale of data, model and budget (default: default; "
+                        "tiny: seconds, for tests)")
+    parser.add_argument("--seeds", default="0,1,2",
+                        help="comma-separated training seeds, one run per system each "
+                        "(default 0,1,2)")
+    parser.add_argument("--data-seed", type=int, default=0,
+                        help="seed of the synthetic kitchens, the same for every run (default 0)")
+    parser.add_argument("--systems", default="sparnet,baseline",
+                        help="comma-separated model names to compare (default sparnet,baseline)")
+    parser.add_argument("--work", metavar="DIR",
+                        help="folder for data, shards and runs, reused when run again "
+                        "(default: a temporary folder, removed afterwards)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes generating videos and building shards (default 2)")
+
+
+def parse_list(text: str, what: str, cast=str) -> list:
+    """``"a,b"`` -> ``[a, b]``; an empty list or a bad item is an error naming ``what``."""
+    try:
+        items = [cast(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise SystemExit(f"fpar bench: {what}: {err}") from err
+    if not items:
+        raise SystemExit(f"fpar bench: {what}: no values in {text!r}")
+    return items
+
+
+def summarise(per_seed: dict[int, dict]) -> dict:
+    """Mean/std/values of top-1 per split and task, from each seed's metrics dict."""
+    from launcher.benchmarks.stats import mean_std
+
+    seeds = sorted(per_seed)
+    out = {}
+    for split in SPLITS:
+        out[split] = {}
+        for task in TASKS:
+            values = [float(per_seed[s][split][task]["top1"]) for s in seeds]
+            out[split][task] = {**mean_std(values), "values": values}
+    return out
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Trains and scores every (system, seed) and returns the accuracy summary."""
+    from launcher.benchmarks.machine import machine_info
+
+    seeds = parse_list(args.seeds, "--seeds", int)
+    systems = parse_list(args.systems, "--systems")
+    if args.work:
+        return _measure(Path(args.work), args, seeds, systems) | {"machine": machine_info()}
+    with tempfile.TemporaryDirectory(prefix="fpar-bench-accuracy-") as tmp:
+        return _measure(Path(tmp), args, seeds, systems) | {"machine": machine_info()}
+
+
+def _measure(work: Path, args: argparse.Namespace, seeds: list[int], systems: list[str]) -> dict:
+    from launcher import demo
+    from launcher.benchmarks.output import stdout_to_stderr
+
+    scale = demo.SCALES[args.scale]
+    work.mkdir(parents=True, exist_ok=True)
+    train_seconds: dict[str, list[float]] = {s: [] for s in systems}
+    metrics: dict[str, dict[int, dict]] = {s: {} for s in systems}
+    with stdout_to_stderr():
+        data = demo.make_data(work, scale, args.data_seed, args.workers)
+        shards = demo.make_shards(work, data, scale, args.workers)
+        for seed in seeds:
+            for system in systems:
+                run_dir = work / "runs" / f"{system}_seed{seed}"
+                began = time.perf_counter()
+                demo.train_system(work, system, scale, shards, seed, run_dir=run_dir)
+                train_seconds[system].append(time.perf_counter() - began)
+                metrics[system][seed] = demo.evaluate_run(run_dir)
+    results = {system: summarise(metrics[system]) for system in systems}
+    first = systems[0]
+    gains = {
+        f"{other}->{first}": {split: {task: results[first][split][task]["mean"]
+                                      - results[other][split][task]["mean"] for task in TASKS}
+                              for split in SPLITS}
+        for other in systems[1:]
+    }
+    segments = {split: int(metrics[first][seeds[0]][split]["segments"]) for split in SPLITS}
+    return {
+        "benchmark": "accuracy",
+        "scale": args.scale,
+        "seeds": seeds,
+        "data_seed": args.data_seed,
+        "test_segments": segments,
+        "top1": results,
+        "mean_gain": gains,
+        # Runs already finished in --work are reused and count (almost) nothing here.
+        "train_wall_s_this_call": {s: sum(v) for s, v in train_seconds.items()},
+        "work": str(work) if args.work else None,
+    }

@@ -1,0 +1,172 @@
+"""``fpar bench loader``: training clips/s of one loader process, shards vs the alternatives.
+
+One process (one cv2 and one torch thread), N frames per clip, the training augmentation
+(multi-scale corner crop, flip) and batches normalised as the trainer gets them:
+
+* ``shards``: :func:`fpar.data.clip_throughput` over the shard folder (tar reading, JPEG
+  decoding, crop, motion maps, batching);
+* ``decord``: the same segments decoded from their MP4 files on the fly;
+* ``jpeg_files``: the same stored frames as one JPEG file per frame (Ego-RNN layout);
+* ``decode_bound``: decoding the N frames' JPEG bytes and nothing else.
+
+The paths are measured in turn for ``--rounds`` rounds and each keeps its best round (on a
+shared machine, the round least slowed by others); medians are reported too.
+Goals: shards >= 5x decord, >= 2x jpeg files, >= 60% of the decode bound. Data: synthetic
+EPIC-55 kitchens at 456x256 built into shards with the default build (32 frames at short
+side 256), in a temporary folder or ``--work`` (reused), or existing ``--shards`` with the
+``--root`` of their videos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import tempfile
+from pathlib import Path
+
+DESCRIPTION = ("training clips/s of one loader process: shards vs decord on the fly, "
+               "JPEG files per frame and the JPEG decoding bound")
+
+GOALS = {"shards_vs_decord": 5.0, "shards_vs_jpeg_files": 2.0, "shards_vs_decode_bound": 0.6}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``fpar bench loader``."""
+    parser.add_argument("--work", metavar="DIR",
+                        help="folder for the generated videos and shards, reused when run "
+                        "again (default: a temporary folder)")
+    parser.add_argument("--shards", metavar="DIR",
+                        help="measure an existing shard folder instead (needs --root)")
+    parser.add_argument("--root", metavar="VIDEOS",
+                        help="with --shards: folder holding the shards' source videos")
+    parser.add_argument("--segments", type=int, default=64,
+                        help="segments used by every path (default 64)")
+    parser.add_argument("--frames", type=int, default=7, help="frames per clip N (default 7)")
+    parser.add_argument("--crop", type=int, default=224, help="crop side (default 224)")
+    parser.add_argument("--batch-size", type=int, default=8, help="clips per batch (default 8)")
+    parser.add_argument("--seconds", type=float, default=20.0,
+                        help="measuring time per path, over all rounds (default 20)")
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="the paths are measured in turn this many times; each path's "
+                        "figure is its best round (default 4)")
+    parser.add_argument("--size", default="456x256",
+                        help="generated video size WxH (default 456x256)")
+    parser.add_argument("--short-side", type=int, default=256,
+                        help="stored short side of the generated shards (default 256)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the generated data and of the clips' draws (default 0)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="processes generating videos and building shards (default 2)")
+
+
+def prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
+    """Synthetic kitchens and their train shards in ``work`` (each step skipped if done)."""
+    from shards.build import BuildConfig, build_shards
+    from shards.schema import MANIFEST_NAME
+    from shards.synth import generate
+
+    data = work / "data"
+    if not (data / "synth.json").is_file():
+        width, height = (int(v) for v in args.size.lower().split("x"))
+        # Enough segments that the train split (about half of them) covers --segments.
+        generate("epic55", data, participants=3, segments=max(16, args.segments * 2),
+                 seed=args.seed, progress=True, width=width, height=height,
+                 workers=args.workers)
+    shard_dir = work / "shards"
+    if (shard_dir / MANIFEST_NAME).is_file():
+        return shard_dir, data / "videos"  # a finished build (whatever its motion settings)
+    cfg = BuildConfig(format="epic55", root=str(data / "videos"),
+                      annotations=str(data / "annotations"), split="train",
+                      out=str(shard_dir), workers=args.workers, short_side=args.short_side)
+    report = build_shards(cfg, progress=True)
+    if not report.ok:
+        raise RuntimeError(f"shard build failed for {len(report.failures)} segment(s): "
+                           f"see {cfg.out}/manifest.json")
+    return shard_dir, data / "videos"
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """One cv2 and one torch thread: the figure is per loader process."""
+    import cv2
+    import torch
+
+    cv_threads, torch_threads = cv2.getNumThreads(), torch.get_num_threads()
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(cv_threads)
+        torch.set_num_threads(torch_threads)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Prepares (or finds) the data and measures the four paths."""
+    if args.shards and not args.root:
+        raise SystemExit("fpar bench loader: --shards needs --root (the videos' folder)")
+    from launcher.benchmarks.output import stdout_to_stderr
+
+    if args.shards:
+        return _measure(Path(args.shards), Path(args.root), args)
+    if args.work:
+        with stdout_to_stderr():
+            found = prepare(Path(args.work), args)
+        return _measure(*found, args)
+    with tempfile.TemporaryDirectory(prefix="fpar-bench-loader-") as tmp:
+        with stdout_to_stderr():
+            found = prepare(Path(tmp), args)
+        return _measure(*found, args)
+
+
+def _measure(shard_dir: Path, video_root: Path, args: argparse.Namespace) -> dict:
+    from fpar.data import DataConfig, clip_throughput
+    from launcher.benchmarks import loader_paths as paths
+    from launcher.benchmarks.machine import machine_info
+    from shards.decode import index_videos
+    from shards.schema import read_manifest
+    from tqdm import tqdm
+
+    from launcher.benchmarks.stats import median
+
+    if args.rounds < 1 or args.seconds <= 0:
+        raise SystemExit("fpar bench loader: --rounds must be >= 1 and --seconds > 0")
+    cfg = DataConfig(format="epic55", num_frames=args.frames, crop_size=args.crop,
+                     batch_size=args.batch_size, workers=0)
+    segments = paths.read_segments(shard_dir, index_videos(video_root), args.segments)
+    if len(segments) < args.batch_size:
+        raise SystemExit(f"fpar bench loader: {shard_dir} holds {len(segments)} samples, "
+                         f"fewer than one batch of {args.batch_size}")
+    share = args.seconds / args.rounds
+    measures = {
+        "shards": lambda: clip_throughput(shard_dir, cfg, seconds=share, seed=args.seed),
+        "decord": lambda: paths.clip_rate(paths.CLIP_MAKERS["decord"], segments, cfg, share,
+                                          args.seed),
+        "jpeg_files": lambda: paths.clip_rate(paths.CLIP_MAKERS["jpeg_files"], segments, cfg,
+                                              share, args.seed),
+        "decode_bound": lambda: paths.decode_bound_rate(segments, cfg, share, args.seed),
+    }
+    rounds: dict[str, list[float]] = {name: [] for name in measures}
+    with _one_thread(), tempfile.TemporaryDirectory(prefix="fpar-frames-") as frames_dir:
+        paths.write_frame_folders(segments, Path(frames_dir))
+        # Round-robin, so that a burst of load from other processes hits every path alike.
+        for _ in tqdm(range(args.rounds), desc="rounds", unit="round"):
+            for name, measure in measures.items():
+                rounds[name].append(measure())
+    best = {name: max(values) for name, values in rounds.items()}
+    ratios = {f"shards_vs_{name}": best["shards"] / best[name]
+              for name in ("decord", "jpeg_files", "decode_bound")}
+    manifest = read_manifest(shard_dir)
+    return {
+        "benchmark": "loader",
+        "settings": {"frames": args.frames, "crop": args.crop, "batch_size": args.batch_size,
+                     "segments": len(segments), "stored_frames": len(segments[0].jpegs),
+                     "stored_size": list(segments[0].frame_size), "seconds": args.seconds,
+                     "rounds": args.rounds, "threads": 1,
+                     "shards": str(shard_dir), "shard_samples": manifest["num_samples"]},
+        "clips_per_s": best,
+        "clips_per_s_median": {name: median(values) for name, values in rounds.items()},
+        "ratios": ratios,
+        "goals": {name: {"goal": goal, "met": ratios[name] >= goal} for name, goal in GOALS.items()},
+        "machine": machine_info(),
+    }
