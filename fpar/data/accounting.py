@@ -8,7 +8,7 @@ from typing import Iterable, Iterator
 
 import torch
 
-from fpar.data.transforms import normalise_frames
+from fpar.data.transforms import batch_tensor, normalise_frames
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ class PassReport:
 def collate(clips: list[dict], repeat: list[bool], label_keys: tuple[str, ...]) -> dict:
     """Stacks decoded clips into the batch dict of the data contract (floats, normalised)."""
     try:
-        frames = torch.stack([c["frames"] for c in clips])
-        motion = torch.stack([c["motion"] for c in clips])
+        frames = _stack([c["frames"] for c in clips])
+        motion = _stack([c["motion"] for c in clips])
     except RuntimeError as err:
         ids = [c["segment_id"] for c in clips]
         raise ValueError(f"clips {ids} differ in shape (shards built with different "
@@ -105,6 +105,13 @@ def collate(clips: list[dict], repeat: list[bool], label_keys: tuple[str, ...]) 
     batch["segment_id"] = [c["segment_id"] for c in clips]
     batch["is_repeat"] = torch.tensor(repeat, dtype=torch.bool)
     return batch
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack`` into numpy-allocated memory (see :func:`batch_tensor`)."""
+    first = tensors[0]
+    out = batch_tensor((len(tensors), *first.shape), first.numpy().dtype)
+    return torch.stack(tensors, out=out)
 
 
 def fill_batches(groups: Iterable[list[dict]], rank: int) -> Iterator[tuple[list[dict], list[bool]]]:
