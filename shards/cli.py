@@ -30,6 +30,17 @@ def parse_size(text: str) -> int:
     return value
 
 
+def parse_spans(text: str) -> tuple[int, ...]:
+    """Parses comparison distances such as ``1,3`` into a tuple of positive integers."""
+    try:
+        spans = tuple(int(part) for part in str(text).split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of distances: {text!r} (e.g. 1,3)") from None
+    if not spans or min(spans) < 1:
+        raise argparse.ArgumentTypeError(f"distances must be >= 1: {text!r}")
+    return spans
+
+
 def register(subparsers) -> None:
     """Adds ``fpar shards build|info``."""
     parser = subparsers.add_parser(
@@ -55,10 +66,12 @@ def register(subparsers) -> None:
     build.add_argument("--flow", action="store_true", help="also store the 5 stacked x/y warp-flow pairs around each kept frame")
     build.add_argument("--shard-size", type=parse_size, default=parse_size("1GB"), help="target shard size, e.g. 1GB, 500MB (default 1GB)")
     build.add_argument("--jpeg-quality", type=int, default=None, help="JPEG quality of frames and flow (default 90)")
-    build.add_argument("--flow-scale", type=float, default=None, help="optical flow runs on frames scaled by this (default 0.5)")
-    build.add_argument("--motion-threshold", type=float, default=None, help="moving if the camera-compensated flow exceeds this fraction of the short side per step (default 0.01)")
-    build.add_argument("--motion-votes", type=int, default=None, help="comparisons with neighbour frames (2 per radius) that must agree a point moves (default 1)")
-    build.add_argument("--motion-step", type=int, default=None, help="frames between compared frames (default: fps/30 rounded, at least 1)")
+    build.add_argument("--flow-side", type=int, default=None, help="optical flow runs on frames scaled to this short side, never enlarged (default 160)")
+    build.add_argument("--flow-scale", type=float, default=None, help="optical flow runs on frames scaled by this factor instead of --flow-side (0 < f <= 1)")
+    build.add_argument("--motion-threshold", type=float, default=None, help="moving if the camera-compensated flow exceeds this fraction of the flow's short side in a comparison (default 0.006)")
+    build.add_argument("--motion-votes", type=int, choices=(1, 2), default=None, help="of the two neighbours t-d*step and t+d*step at one distance d, how many must see a point move (default 2)")
+    build.add_argument("--motion-step", type=int, default=None, help="frame spacing unit of the comparisons (default: fps/30 rounded, at least 1)")
+    build.add_argument("--motion-spans", type=parse_spans, default=None, help="comma-separated distances d, in steps, of the compared neighbours t-d*step and t+d*step (default 1,3)")
     build.add_argument("--restart", action="store_true", help="delete an earlier build of this dataset/split in --out and start over")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.set_defaults(func=run_build)
@@ -79,8 +92,8 @@ def config_from_args(args: argparse.Namespace):
     motion = {
         key: value
         for key, value in (
-            ("flow_scale", args.flow_scale), ("threshold", args.motion_threshold),
-            ("min_votes", args.motion_votes), ("step", args.motion_step),
+            ("flow_side", args.flow_side), ("flow_scale", args.flow_scale), ("threshold", args.motion_threshold),
+            ("min_votes", args.motion_votes), ("step", args.motion_step), ("spans", args.motion_spans),
         )
         if value is not None
     }

@@ -75,7 +75,7 @@ def test_info_counts_one_sample_per_segment(kitchens, built, capsys):
 
 def test_reader_gets_schema_shapes_and_motion_matches_the_true_masks(kitchens, built):
     segments = load_segments("epic55", kitchens / "annotations", "train").set_index("segment_id")
-    inside, outside, ious = [], [], []
+    inside, outside, ious, background = [], [], [], []
     seen = 0
     for raw in wds.WebDataset([str(p) for p in shard_paths(built)], shardshuffle=False):
         sample = decode_sample(raw)
@@ -97,14 +97,16 @@ def test_reader_gets_schema_shapes_and_motion_matches_the_true_masks(kitchens, b
                 flagged = moving >= 128
                 ious.append((truth & flagged).sum() / (truth | flagged).sum())
             outside.append(moving[~truth].mean())
+            background.append((moving[~truth] >= 128).mean())
         seen += 1
     assert seen == len(segments)
-    ratio = np.mean(inside) / max(np.mean(outside), 1e-6)
-    print(f"synthetic kitchens: motion-map IoU {np.mean(ious):.3f}, mean moving fraction inside the true "
-          f"masks {np.mean(inside) / 255:.3f} vs outside {np.mean(outside) / 255:.3f} ({ratio:.1f}x)")
-    # At this test size (objects of ~10-20 px moving ~1 px per frame) the maps are weak but
-    # clearly informative; the toy-video tests in test_motion.py hold the IoU > 0.5 bar.
-    assert ratio > 2
+    print(f"synthetic kitchens 128x96: motion-map IoU {np.mean(ious):.3f}, mean moving fraction inside the "
+          f"true masks {np.mean(inside) / 255:.3f} vs outside {np.mean(outside) / 255:.3f}, "
+          f"background cells flagged {np.mean(background):.2%}")
+    # Objects here are only ~25 px high and the maps 24x32 cells, where one cell of halo
+    # costs much overlap: measured ~0.5 (0.58-0.6 at the demo's 228x128, in test_motion.py).
+    assert np.mean(ious) > 0.4
+    assert np.mean(background) < 0.05
 
 
 def test_rerun_skips_finished_work(kitchens, built):

@@ -14,8 +14,10 @@ from launcher.cli import main
 from shards.annotations import load_segments
 from shards.annotations.epic55 import read_many_shot
 from shards.synth.plan import Options, make_plan
+from shards.synth.objects import object_polygons
 from shards.synth.render import VideoRenderer
-from shards.synth.vocab import PART_VERBS, VERBS
+from shards.synth.scene import REFERENCE_HEIGHT
+from shards.synth.vocab import NOUNS, PART_VERBS, VERBS
 
 W, H, FPS = 128, 72, 15.0  # (decord2 3.4.0 mis-decodes 96x64 video: 4 channels)
 
@@ -149,6 +151,44 @@ def test_camera_moves_as_much_as_the_objects(epic55, plan):
             cam = renderer.camera.centres[t]
             ratios.append(np.abs(np.diff(cam, axis=0)).sum() / np.abs(np.diff(obj, axis=0)).sum())
     assert np.median(ratios) > 0.5, ratios
+
+
+def _fastest_point_speeds(renderer: VideoRenderer, track) -> np.ndarray:
+    """Per frame of the segment: the speed of the fastest moving vertex, reference px/s."""
+    points = []
+    for t in range(track.start, track.stop + 1):
+        body, part = object_polygons(NOUNS[track.noun], track.pose(t))
+        points.append(np.concatenate([p for p, _ in (body if track.moves_whole else []) + part]))
+    unit = renderer.height / REFERENCE_HEIGHT
+    return np.linalg.norm(np.diff(np.array(points), axis=0), axis=2).max(1) * renderer.fps / unit
+
+
+def test_objects_move_at_hand_speeds_all_through_their_segment(plan):
+    """Several px per frame at 456x256 and 30 fps (60 px/s), and never still for long."""
+    for video in plan.videos[:6]:
+        renderer = VideoRenderer(video, plan.seed, W, H, FPS)
+        for seg, track in zip(video.segments, renderer.tracks):
+            speeds = _fastest_point_speeds(renderer, track)
+            assert np.median(speeds) > 50, (seg.segment_id, VERBS[seg.verb], np.median(speeds))
+            assert np.percentile(speeds, 10) > 20, (seg.segment_id, VERBS[seg.verb], np.percentile(speeds, 10))
+
+
+def test_objects_have_surface_detail_for_the_flow_to_follow(plan):
+    """Inside a moving object (edges eroded away), most pixels differ from their neighbours."""
+    shares = []
+    for video in plan.videos[:4]:
+        renderer = VideoRenderer(video, plan.seed, W, H, FPS)
+        mask = np.zeros((video.num_frames, H, W), np.uint8)
+        frames = list(renderer.frames(mask))
+        for seg in video.segments:
+            t = (seg.start_frame + seg.stop_frame) // 2
+            core = cv2.erode(mask[t], np.ones((5, 5), np.uint8)).astype(bool)
+            if core.sum() < 10:
+                continue
+            grey = cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY).astype(np.float32)
+            local_var = cv2.blur(grey * grey, (3, 3)) - cv2.blur(grey, (3, 3)) ** 2
+            shares.append((local_var[core] > 1.0).mean())
+    assert len(shares) >= 8 and np.median(shares) > 0.85, shares  # flat colours: ~0.55
 
 
 def test_kitchens_belong_to_participants(plan):

@@ -182,3 +182,112 @@ def draw_polygons(image: np.ndarray, polys: list, colours: dict[str, tuple],
         cv2.fillPoly(image, [fixed], colours[role], cv2.LINE_AA, SUBPIXEL_BITS)
         if mask is not None:
             cv2.fillPoly(mask, [fixed], 1, cv2.LINE_8, SUBPIXEL_BITS)
+
+
+TEXTURE_EXTENT = 1.5  # a surface texture covers [-E, E]^2 object units (parts slide out to ~1.4)
+TEXTURE_SIZE = 64
+
+
+def _noise(rng: np.random.Generator, cells: int) -> np.ndarray:
+    """Smooth noise in about [-1, 1] over the texture, with ``cells`` blobs per side."""
+    small = rng.uniform(-1.0, 1.0, (cells + 1, cells + 1)).astype(np.float32)
+    return cv2.resize(small, (TEXTURE_SIZE, TEXTURE_SIZE), interpolation=cv2.INTER_CUBIC)
+
+
+def surface_texture(rng: np.random.Generator) -> np.ndarray:
+    """A brightness gain (TEXTURE_SIZE^2 float32, ~0.6-1.4) painted onto one object instance.
+
+    Real kitchen objects are shaded by the light, worn, labelled and reflective; a flat
+    colour would leave optical flow nothing to follow inside the object (only its outline
+    registers). Shading, blotches, grain and a few marks give the surface its own detail,
+    which moves with the object (and its part) in every frame.
+    """
+    n = TEXTURE_SIZE
+    coords = (np.arange(n, dtype=np.float32) + 0.5) * (2 * TEXTURE_EXTENT / n) - TEXTURE_EXTENT
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    light = rng.uniform(-0.6, 0.6)  # the light comes from above, a little to one side
+    shade = -(np.sin(light) * xx + np.cos(light) * yy) * rng.uniform(0.15, 0.3)
+    blotches = _noise(rng, int(rng.integers(4, 8))) * rng.uniform(0.1, 0.18)
+    grain = _noise(rng, n // 3) * rng.uniform(0.05, 0.1)
+    gain = 1.0 + shade + blotches + grain
+    for _ in range(int(rng.integers(2, 6))):  # labels, dents, highlights
+        cx, cy = rng.uniform(-0.6, 0.6, 2)
+        rx, ry = rng.uniform(0.04, 0.2, 2)
+        inside = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 < 1.0
+        gain[inside] *= rng.choice([0.65, 1.35])
+    return np.clip(gain, 0.5, 1.5).astype(np.float32)
+
+
+def _affine3(matrix: np.ndarray | None) -> np.ndarray:
+    out = np.eye(3)
+    if matrix is not None:
+        out[:2] = matrix
+    return out
+
+
+def _part_affine(shape: Shape, q: float) -> np.ndarray:
+    """The 3x3 affine that :func:`_part_transform` applies at openness ``q``."""
+    ref = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    moved = _part_transform(shape, q, ref)
+    out = np.eye(3)
+    out[:2, 0], out[:2, 1], out[:2, 2] = moved[1] - moved[0], moved[2] - moved[0], moved[0]
+    return out
+
+
+def _shade(patch: np.ndarray, polys: list, texture: np.ndarray, to_patch: np.ndarray) -> None:
+    """Multiplies the pixels of ``polys`` (patch coordinates) by ``texture`` placed by ``to_patch``."""
+    height, width = patch.shape[:2]
+    cover = np.zeros((height, width), np.uint8)
+    cv2.fillPoly(cover, [to_screen(p, to_patch[:2]) for p, _ in polys], 255, cv2.LINE_AA,
+                 SUBPIXEL_BITS)
+    step = 2 * TEXTURE_EXTENT / TEXTURE_SIZE
+    texel = np.array([[step, 0, -TEXTURE_EXTENT], [0, step, -TEXTURE_EXTENT], [0, 0, 1]])
+    gain = cv2.warpAffine(texture, (to_patch @ texel)[:2], (width, height), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=1.0)
+    weight = cover.astype(np.float32) / 255.0
+    scaled = patch.astype(np.float32) * (1.0 + weight * (gain - 1.0))[..., None]
+    patch[:] = np.clip(scaled + 0.5, 0, 255).astype(np.uint8)
+
+
+def draw_object(image: np.ndarray, noun: str, pose: Pose, colours: dict[str, tuple],
+                texture: np.ndarray | None = None, matrix: np.ndarray | None = None,
+                mask: np.ndarray | None = None, mask_body: bool = True) -> None:
+    """Draws one object instance (body, then part) with its surface texture.
+
+    Args:
+        image: (H, W, 3) uint8 frame or world canvas, drawn into in place.
+        noun: Which shape.
+        pose: Where the object is in world coordinates.
+        colours: :func:`colour_roles` of the instance.
+        texture: :func:`surface_texture` of the instance (None: flat colours).
+        matrix: World-to-image 2x3 affine (None: draw in world coordinates).
+        mask: (H, W) uint8, gets 1 under the part, and under the body too if ``mask_body``.
+        mask_body: Whether the body moves (False for open/close, where only the part does).
+    """
+    body, part = object_polygons(noun, pose)
+    draw_polygons(image, body, colours, matrix, mask if mask_body else None)
+    draw_polygons(image, part, colours, matrix, mask)
+    if texture is None:
+        return
+    screen = [p @ matrix[:, :2].T + matrix[:, 2] if matrix is not None else p for p, _ in body + part]
+    low = np.floor(np.min([p.min(0) for p in screen], 0)).astype(int) - 2
+    high = np.ceil(np.max([p.max(0) for p in screen], 0)).astype(int) + 3
+    x0, y0 = max(low[0], 0), max(low[1], 0)
+    x1, y1 = min(high[0], image.shape[1]), min(high[1], image.shape[0])
+    if x1 <= x0 or y1 <= y0:
+        return
+    a = np.deg2rad(pose.angle)
+    placed = np.array([[np.cos(a) * pose.size, -np.sin(a) * pose.size, pose.x],
+                       [np.sin(a) * pose.size, np.cos(a) * pose.size, pose.y], [0, 0, 1]])
+    shift = np.array([[1.0, 0, -x0], [0, 1.0, -y0], [0, 0, 1]])
+    to_patch = shift @ _affine3(matrix) @ placed
+    patch = image[y0:y1, x0:x1].copy()
+    _shade(patch, [(p, r) for p, r in SHAPES[noun].body], texture, to_patch)
+    if part:
+        # The part is redrawn over the body: the body's shading must not leak onto it.
+        shape = SHAPES[noun]
+        part_polys = [(_part_transform(shape, pose.openness, p), r) for p, r in shape.part]
+        draw_polygons(patch, part_polys, colours, to_patch[:2])
+        _shade(patch, [(p, r) for p, r in shape.part], texture,
+               to_patch @ _part_affine(shape, pose.openness))
+    image[y0:y1, x0:x1] = patch

@@ -9,14 +9,14 @@ import cv2
 import numpy as np
 
 from shards.synth import motions
-from shards.synth.objects import Pose, colour_roles, draw_polygons, object_polygons
+from shards.synth.objects import Pose, colour_roles, draw_object, surface_texture
 from shards.synth.plan import VideoPlan
 from shards.synth.scene import (REFERENCE_HEIGHT, camera_path, camera_reach, light_gain,
                                 paint_kitchen, sample_style)
-from shards.synth.vocab import NOUNS, PART_VERBS, VERBS
+from shards.synth.vocab import HELD_NOUNS, NOUNS, PART_VERBS, VERBS
 
 OBJECT_SIZE = 78.0  # object height in px at the reference frame height
-CAMERA_SPEED = 55.0  # RMS camera pan in px/s at the reference height, like the objects' own
+CAMERA_SPEED = 80.0  # RMS camera pan in px/s at the reference height, like the objects' own
 DISTRACTORS = (2, 5)  # static look-alikes per segment (min, max+1)
 
 
@@ -33,16 +33,26 @@ class ActorTrack:
     base: Pose
     params: motions.MotionParams
     colours: dict
+    texture: np.ndarray  # the instance's surface (objects.surface_texture)
     canvas: np.ndarray  # the world with this segment's static distractors painted in
+    fps: float
+
+    @property
+    def moves_whole(self) -> bool:
+        """Whether the body moves (and is in the mask), not only the lid, door or drawer."""
+        return VERBS[self.verb] not in PART_VERBS or NOUNS[self.noun] in HELD_NOUNS
 
     def pose(self, t: int) -> Pose:
         """The object's pose at frame ``t`` (held still outside the segment)."""
         span = max(1, self.stop - self.start)
-        u = (min(max(t, self.start), self.stop) - self.start) / span
+        t = min(max(t, self.start), self.stop)
+        u = (t - self.start) / span
         dx, dy, factor, angle, openness = motions.offset(self.verb, u, self.params)
+        sx, sy, sangle, sopen = motions.sway(self.verb, (t - self.start) / self.fps, self.params,
+                                             self.moves_whole)
         size = self.base.size * factor
-        return Pose(self.base.x + dx * self.base.size, self.base.y + dy * self.base.size,
-                    size, self.base.angle + angle, self.base.openness + openness)
+        return Pose(self.base.x + (dx + sx) * self.base.size, self.base.y + (dy + sy) * self.base.size,
+                    size, self.base.angle + angle + sangle, self.base.openness + openness + sopen)
 
 
 def kitchen_rng(seed: int, participant_index: int) -> np.random.Generator:
@@ -86,7 +96,7 @@ class VideoRenderer:
             pad = int(round(0.4 * self.fps))
             first = max(start - pad, (prev_stop + start) // 2 + 1, 0)
             last = min(stop + pad, (stop + next_start) // 2, self.plan.num_frames - 1)
-            params = motions.sample_params(seg.verb, rng)
+            params = motions.sample_params(seg.verb, rng, (stop - start) / self.fps)
             mid = self.camera.centres[(start + stop) // 2]
             cx, cy = motions.path_centre(seg.verb, params)
             size = self.size * rng.uniform(0.85, 1.15)
@@ -94,8 +104,9 @@ class VideoRenderer:
             angle = float(rng.uniform(-12, 12))
             base = Pose(target[0] - cx * size, target[1] - cy * size, size, angle, 0.0)
             canvas = self._with_distractors(rng, mid, seg)
+            colours = colour_roles(NOUNS[seg.noun], rng, self.light)
             tracks.append(ActorTrack(seg.noun, seg.verb, first, last, start, stop, base, params,
-                                     colour_roles(NOUNS[seg.noun], rng, self.light), canvas))
+                                     colours, surface_texture(rng), canvas, self.fps))
         return tracks
 
     def _with_distractors(self, rng: np.random.Generator, mid: np.ndarray, seg) -> np.ndarray:
@@ -107,8 +118,8 @@ class VideoRenderer:
             pos = mid + rng.uniform(-1, 1, 2) * (0.45 * self.width, 0.4 * self.height)
             pose = Pose(float(pos[0]), float(pos[1]), self.size * rng.uniform(0.8, 1.2),
                         float(rng.uniform(-15, 15)), float(rng.uniform(0, 1)))
-            body, part = object_polygons(NOUNS[noun], pose)
-            draw_polygons(canvas, body + part, colour_roles(NOUNS[noun], rng, self.light))
+            colours = colour_roles(NOUNS[noun], rng, self.light)
+            draw_object(canvas, NOUNS[noun], pose, colours, surface_texture(rng))
         return canvas
 
     def frames(self, mask: np.ndarray | None = None) -> Iterator[np.ndarray]:
@@ -124,10 +135,8 @@ class VideoRenderer:
                                    flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
             if k >= 0:
                 tr = self.tracks[k]
-                body, part = object_polygons(NOUNS[tr.noun], tr.pose(t))
                 moving = tr.start <= t <= tr.stop
-                whole = VERBS[tr.verb] not in PART_VERBS
                 target = mask[t] if (mask is not None and moving) else None
-                draw_polygons(frame, body, tr.colours, matrix, target if whole else None)
-                draw_polygons(frame, part, tr.colours, matrix, target)
+                draw_object(frame, NOUNS[tr.noun], tr.pose(t), tr.colours, tr.texture, matrix,
+                            target, mask_body=tr.moves_whole)
             yield frame

@@ -24,6 +24,11 @@ LIDDED_NOUNS: frozenset[str] = frozenset(
 
 PART_VERBS: frozenset[str] = frozenset({"open", "close"})
 
+HELD_NOUNS: frozenset[str] = frozenset({"bottle", "jar", "kettle", "box"})
+"""Lidded nouns small enough to be held by one hand while the other opens or closes them:
+for open/close the whole object sways and is in the motion mask; on pans, drawers and
+fridges only the part moves."""
+
 CLASS_COUNTS: dict[str, dict[str, int]] = {
     "epic55": {"verb": 125, "noun": 352},
     "epic100": {"verb": 97, "noun": 300},
