@@ -216,6 +216,7 @@ class Trainer:
                     self.train_data, "epoch_report") else {}
                 self.state.epoch += 1
                 self.state.step_in_epoch = 0
+                distributed.average_buffers(self.engine.module)
                 val, is_best = self._maybe_validate(self.state.epoch)
                 self.checkpoints.save(self.engine, dataclasses.asdict(self.state), best=is_best)
                 self.log.epoch({"epoch": self.state.epoch - 1, "step": self.state.step,
@@ -238,6 +239,7 @@ class Trainer:
             periodic = every and self.state.step % every == 0 and \
                 self.state.step_in_epoch < self.steps_per_epoch  # else the epoch end saves
             if stop or periodic:
+                distributed.average_buffers(self.engine.module)
                 tag = self.checkpoints.save(self.engine, dataclasses.asdict(self.state))
                 if stop:
                     raise preemption.Preempted(tag, self.state.step)
@@ -348,6 +350,7 @@ class Trainer:
 
     def predict(self, stream) -> tuple[list[str], dict, dict]:
         """Scores every segment of ``stream`` once (rows gathered from all ranks)."""
+        distributed.average_buffers(self.engine.module)
         self.engine.eval()
         try:
             return predict(self.engine, stream.eval_batches(), self.device, self.dtype)

@@ -67,7 +67,7 @@ def train_main(args: argparse.Namespace) -> int:
 
     try:
         return _train(args)
-    except ConfigError as err:
+    except (ConfigError, FileNotFoundError) as err:
         print(f"fpar train: error: {err}", file=sys.stderr)
         return 2
 

@@ -113,7 +113,8 @@ def test_bf16_zero_with_accumulation_and_clipping_trains(tmp_path, zero):
 def test_fp16_on_cpu_is_refused_before_starting(tmp_path):
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(
-        [sys.executable, "-m", "launcher.cli", "train", "train.precision=fp16",
+        [sys.executable, "-m", "launcher.cli", "train",
+         str(REPO / "configs" / "experiments" / "tiny_cpu.yaml"), "train.precision=fp16",
          f"output_dir={tmp_path}", "--nproc", "2"],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert proc.returncode == 2

@@ -82,6 +82,12 @@ def initialize(model: nn.Module, optimizer: torch.optim.Optimizer, ds_config: di
 
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, config=ds_config, lr_scheduler=lr_scheduler)
+    dtype = engine_dtype(engine)
+    # DeepSpeed casts parameters to bf16/fp16 but leaves buffers (BatchNorm running
+    # statistics) in fp32, which CPU batch norm refuses to mix with half inputs.
+    for buf in engine.module.buffers():
+        if buf.is_floating_point() and buf.dtype != dtype:
+            buf.data = buf.data.to(dtype)
     return engine, scheduler
 
 

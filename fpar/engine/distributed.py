@@ -159,3 +159,23 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def average_buffers(module: torch.nn.Module) -> None:
+    """Makes every rank hold the same buffers: floating ones (BatchNorm running
+    statistics) averaged over ranks, the others taken from rank 0.
+
+    Data-parallel training keeps parameters equal but lets each rank's running
+    statistics follow its own batches; evaluation and checkpoints need one set.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for buf in module.buffers():
+        if buf.is_floating_point():
+            # Reduced in fp32: gloo lacks some half types and bf16 sums lose precision.
+            total = buf.data.float()
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+            buf.data.copy_(total / world)
+        else:
+            dist.broadcast(buf.data, src=0)
