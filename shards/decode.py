@@ -70,16 +70,31 @@ class DecordVideo:
         self.path = Path(path)
         height, width = probe_size(self.path)
         self.height, self.width = stored_size(height, width, short_side)
+        self._resize_after = False
         try:
             self._reader = decord.VideoReader(
                 str(self.path), ctx=decord.cpu(0), width=self.width, height=self.height, num_threads=threads
             )
             self.num_frames = len(self._reader)
             self.fps = float(self._reader.get_avg_fps())
+            if self.num_frames > 0 and not self._scales_correctly():
+                # decord2 3.4 returns 4-channel frames for some output sizes (e.g. 96x64,
+                # 96x72); decode at the native size and resize with OpenCV instead.
+                self._reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=threads)
+                self._resize_after = True
         except Exception as err:  # decord raises its own DECORDError and RuntimeError
             raise DecodeError(f"{self.path}: cannot open with decord: {_short(err)}") from err
         if self.num_frames <= 0:
             raise DecodeError(f"{self.path}: no decodable frames")
+
+    def _scales_correctly(self) -> bool:
+        try:
+            first = self._reader.get_batch([0]).asnumpy()
+        except Exception:  # noqa: BLE001 - any failure here means: do not trust the scaler
+            return False
+        finally:
+            self._reader.seek(0)
+        return first.shape == (1, self.height, self.width, 3)
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         bad = [i for i in indices if i < 0 or i >= self.num_frames]
@@ -91,6 +106,9 @@ class DecordVideo:
                 batch = self._reader.get_batch(unique).asnumpy()
             except Exception as err:
                 raise DecodeError(f"{self.path}: decoding frames {unique[0]}..{unique[-1]} failed: {_short(err)}") from err
+            if self._resize_after:
+                size = (self.width, self.height)
+                batch = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in batch])
             if batch.shape != (len(unique), self.height, self.width, 3):
                 raise DecodeError(f"{self.path}: decoder returned shape {batch.shape}")
             return batch

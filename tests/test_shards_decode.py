@@ -85,3 +85,16 @@ def test_video_index_finds_both_extensions_and_keeps_duplicates(tmp_path):
     assert sorted(found) == ["P01_01", "P01_02", "P02_01"]
     assert found["P01_02"] == [tmp_path / "P01/sub/P01_02.mp4"]
     assert len(found["P02_01"]) == 2
+
+
+@pytest.mark.parametrize("short_side", [72, 64])
+def test_sizes_the_decoder_cannot_scale_to_are_resized_after_decoding(toy, short_side):
+    # decord2 3.4 returns 4-channel frames when asked for 96x72 (and 96x64); the reader
+    # falls back to decoding at the native size and resizing, with the same frames.
+    video = DecordVideo(toy.path, short_side=short_side)
+    width = round(128 * short_side / 96)
+    batch = video.read([3, 21, 3])
+    assert batch.shape == (3, short_side, width, 3)
+    small = np.stack([cv2.resize(f, (width, short_side), interpolation=cv2.INTER_AREA)
+                      for f in toy.frames])
+    assert [_closest_frame(f, small) for f in batch] == [3, 21, 3]
