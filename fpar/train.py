@@ -118,6 +118,7 @@ def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] =
             summary["scores"][split] = str(path)
         summary["run_dir"] = str(run_dir)
         if layout.is_main:
+            summary["metrics"] = _official_metrics(run_dir) if summary["scores"] else {}
             atomic_write_json(run_dir / "summary.json", summary)
         trainer.close()
         return summary
@@ -126,6 +127,18 @@ def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] =
             logging.getLogger("fpar").removeHandler(handler)
             handler.close()
         distributed.teardown()
+
+
+def _official_metrics(run_dir: Path) -> dict[str, Any]:
+    """Scores the labelled test splits into ``metrics.json``; a failure only warns."""
+    from fpar.evaluation import EvaluationError
+    from fpar.evaluation.run_metrics import score_run
+
+    try:
+        return score_run(run_dir)["splits"]
+    except (EvaluationError, OSError, ValueError) as err:
+        log.warning("official metrics not computed: %s", err)
+        return {}
 
 
 def _score_split(trainer, cfg: ExperimentConfig, layout, split: str, folder: str,

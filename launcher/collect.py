@@ -17,12 +17,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fpar.io import atomic_write_json, read_json
+from fpar.evaluation.run_metrics import METRICS_FILE
+from fpar.io import read_json
 from launcher.sweep import read_sweep_file
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 
 
 def flat_metrics(data: dict[str, Any]) -> dict[str, float]:
@@ -44,18 +44,9 @@ def compute_metrics(run_dir: Path, annotations: Path) -> dict[str, Any]:
     Raises:
         FileNotFoundError: If the run has no scores file.
     """
-    from fpar.evaluation.metrics import evaluate
-    from fpar.evaluation.scores import load_scores, merge_scores
-    from fpar.train import resolve_config
+    from fpar.evaluation.run_metrics import score_run
 
-    files = sorted(run_dir.glob("scores_*.pt"))
-    if not files:
-        raise FileNotFoundError(f"{run_dir}: no scores_*.pt file")
-    ids, outputs = merge_scores([load_scores(f) for f in files], [str(f) for f in files])
-    cfg = resolve_config(None, (), run_dir)
-    result = evaluate(cfg.data.format, ids, outputs, annotations)
-    atomic_write_json(run_dir / METRICS_FILE, result)
-    return result
+    return score_run(run_dir, annotations=annotations)
 
 
 def gather_rows(sweep_dir: Path, seed_key: str, system: str | None,

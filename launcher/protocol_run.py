@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fpar.config import ConfigError
+from fpar.evaluation.run_metrics import METRICS_FILE
 from fpar.io import atomic_write_json, read_json
 from launcher import sweep as sweeps
 from launcher.protocols import METRICS, Protocol, get_protocol, shard_sources, split_axis
@@ -25,7 +26,6 @@ log = logging.getLogger(__name__)
 
 PROTOCOL_FILE = "protocol.json"
 AXIS_FILE = "split_axis.json"
-METRICS_FILE = "metrics.json"
 ENTRY = "launcher.protocol_run:train_and_score"
 
 
@@ -150,17 +150,13 @@ def run_protocol(protocol_name: str, config: str, overrides: Sequence[str], root
 def score_run(run_dir: str | Path) -> dict[str, Any]:
     """Official metrics of a protocol run's test split(s), written to ``<run>/metrics.json``.
 
-    The annotations come from ``protocol.json`` in the sweep folder (the run's parent);
-    the test splits are the run's ``eval.test_splits`` names, each scored from
-    ``scores_<split>.pt``.
+    The annotations come from ``protocol.json`` in the sweep folder (the run's parent).
 
     Raises:
-        FileNotFoundError: If the sweep folder has no protocol.json or a scores file is absent.
+        FileNotFoundError: If the sweep folder has no protocol.json or the run no scores file.
         fpar.evaluation.EvaluationError: If the scores do not cover the test split.
     """
-    from fpar.evaluation.metrics import evaluate
-    from fpar.evaluation.scores import load_scores, merge_scores
-    from fpar.train import resolve_config
+    from fpar.evaluation.run_metrics import score_run as score_scores
 
     run_dir = Path(run_dir)
     info_path = run_dir.parent / PROTOCOL_FILE
@@ -168,16 +164,7 @@ def score_run(run_dir: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{info_path}: not in a protocol's sweep folder "
                                 "(written by `fpar protocol`)")
     info = read_json(info_path)
-    names = list(resolve_config(None, (), run_dir).test_splits())
-    files = [run_dir / f"scores_{name}.pt" for name in names]
-    absent = [str(f) for f in files if not f.is_file()]
-    if not names or absent:
-        raise FileNotFoundError(f"{run_dir}: no scores file {', '.join(absent) or 'configured'}")
-    ids, outputs = merge_scores([load_scores(f) for f in files], [str(f) for f in files])
-    root = info["root"] if info["format"] == "gtea61" else None
-    result = evaluate(info["format"], ids, outputs, info["annotations"], splits=names, root=root)
-    atomic_write_json(run_dir / METRICS_FILE, result)
-    return result
+    return score_scores(run_dir, annotations=info["annotations"], root=info.get("root"))
 
 
 def train_and_score(config: str, overrides: Sequence[str], run_dir: str,

@@ -19,6 +19,7 @@ import numpy as np
 
 from fpar.evaluation import EvaluationError, evaluate, flatten_metrics, load_scores
 from fpar.evaluation.groundtruth import align, labelled_segments
+from fpar.evaluation.run_metrics import ground_truth_of, scores_files
 from fpar.experiment import ExperimentConfig
 from fpar.io import read_json
 
@@ -27,7 +28,6 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
-SCORES_PREFIX = "scores_"
 
 _LABEL_COLUMNS = {"verb": "verb_class", "noun": "noun_class", "class": "class_id"}
 
@@ -163,18 +163,6 @@ def read_run(run_dir: str | Path) -> RunContents:
                        steps, epochs, problems)
 
 
-def _from_manifest(shards: str | None) -> dict[str, Any]:
-    if not shards or not (Path(shards) / "manifest.json").is_file():
-        return {}
-    try:
-        manifest = read_json(Path(shards) / "manifest.json")
-    except ValueError:
-        return {}
-    params = manifest.get("params", {})
-    return {"annotations": params.get("annotations"), "split": manifest.get("split",
-            params.get("split")), "root": params.get("root")}
-
-
 def find_splits(run: RunContents, annotations: str | Path | None = None,
                 root: str | Path | None = None) -> list[SplitSource]:
     """The run's evaluated splits: every ``scores_<name>.pt``, config order first.
@@ -186,8 +174,7 @@ def find_splits(run: RunContents, annotations: str | Path | None = None,
         root: GTEA-61 frame root, likewise.
     """
     configured = run.config.test_splits()
-    found = {p.name[len(SCORES_PREFIX):-3]: p
-             for p in sorted(run.run_dir.glob(f"{SCORES_PREFIX}*.pt"))}
+    found = scores_files(run.run_dir)
     names = [n for n in configured if n in found] + [n for n in found if n not in configured]
     sources = []
     for name in names:
@@ -197,7 +184,7 @@ def find_splits(run: RunContents, annotations: str | Path | None = None,
                 shards = run.config.shard_dir(name)
             except ValueError:
                 shards = None
-        built = _from_manifest(shards)
+        built = ground_truth_of(shards)
         ann = annotations if annotations is not None else built.get("annotations")
         sources.append(SplitSource(
             name=name, scores=found[name], shards=shards,
