@@ -117,7 +117,11 @@ def test_gtea61_frame_folders(tmp_path):
     train = load_segments("gtea61", out, "train_fixed", root=out)
     assert len(test) + len(train) == 8 and set(test.participant) == {"S2"}
     names = class_names("gtea61", out, root=out)["class"]
-    assert len(names) == 8
+    # 8 segments over 4 subjects: 2 classes, each performed by every subject.
+    assert len(names) == 2
+    both = pd.concat([test, train])
+    assert all(set(group.participant) == {"S1", "S2", "S3", "S4"}
+               for _, group in both.groupby("class_id"))
     for name in names:
         verb, noun = name.split("_")
         assert verb in VERBS and noun in NOUNS

@@ -255,14 +255,16 @@ def _plan_gtea(participants: int, segments: int, seed: int, opts: Options,
     if participants > len(GTEA_SUBJECTS):
         raise ValueError(f"GTEA-61 has subjects S1..S4: participants must be <= 4, got {participants}")
     subjects = list(GTEA_SUBJECTS[:participants])
-    n_classes = min(61, segments)
+    # Every subject performs every class (as in GTEA-61), so leave-one-subject-out folds
+    # test classes that the other subjects trained on.
+    n_classes = max(1, min(61, segments // len(subjects)))
     combos = action_combos()[:61]
     durations = _durations(rng, segments, opts)
     instances: dict[tuple[str, int], int] = {}
     videos: list[VideoPlan] = []
     for i in range(segments):
-        cls = i % n_classes
-        subj = (cls + i // n_classes) % len(subjects)
+        subj = i % len(subjects)
+        cls = (i // len(subjects)) % n_classes
         key = (subjects[subj], cls)
         instances[key] = instances.get(key, 0) + 1
         verb, noun = combos[cls]
