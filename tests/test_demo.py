@@ -49,7 +49,7 @@ def test_scores_metrics_and_submission(demo):
     ann = out / "data" / "annotations"
     for system in ("sparnet", "baseline"):
         run = out / "runs" / system
-        metrics = json.loads((run / "metrics.json").read_text())
+        metrics = json.loads((run / "metrics.json").read_text())["splits"]
         for split in ("s1", "s2"):
             ids, outputs = load_scores(run / f"scores_{split}.pt")
             segments = load_segments("epic55", ann, split)

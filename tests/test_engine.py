@@ -158,3 +158,26 @@ def test_experiment_config_validates_keys_and_splits():
     with pytest.raises(ConfigError, match="keep_checkpoints"):
         load_experiment(None, ["train.keep_checkpoints=1"])
     assert math.isclose(load_experiment(None, ["optim.lr={default: 1}"]).optim.lr["default"], 1)
+
+
+def test_a_stale_extension_lock_does_not_block_the_process_group(tmp_path):
+    # A job killed while compiling DeepSpeed's shm op leaves its lock file behind; a later
+    # start must not wait on it.
+    import subprocess
+    import sys
+
+    (tmp_path / "deepspeed_shm_comm").mkdir()
+    (tmp_path / "deepspeed_shm_comm" / "lock").touch()
+    code = ("from fpar.engine import distributed as d\n"
+            "layout = d.read_env()\n"
+            "d.init_process_group(layout)\n"
+            "import torch.distributed as dist\n"
+            "print('world', dist.get_world_size())\n"
+            "d.teardown()\n")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["TORCH_EXTENSIONS_DIR"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "world 1" in proc.stdout

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures import synthetic_epic55_shards  # noqa: F401  (fixture)
 from launcher.cli import main as fpar
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +96,28 @@ def test_two_node_training_is_one_process_group(slurm, toy_config, monkeypatch):
     placement = json.loads((run / "placement" / "rank1.json").read_text())
     assert placement["MASTER_ADDR"] == "n1" and placement["hostname"] == "n2"
     assert json.loads((run / "final.json").read_text())["step"] == 16
+
+
+def test_two_node_sparnet_on_shards_trains_and_scores_every_segment(
+        slurm, synthetic_epic55_shards, monkeypatch):
+    # The real entry (fpar.train.run) on synthetic kitchens' shards, one rank per node.
+    monkeypatch.chdir(REPO)
+    shards = synthetic_epic55_shards
+    run = slurm / "sparnet_two_nodes"
+    config = REPO / "configs" / "experiments" / "tiny_cpu.yaml"
+    assert submit(config, f"data.train_shards={shards / 'train'}",
+                  f"eval.test_splits={{s1: {shards / 's1'}}}", "eval.validate_every_epochs=0",
+                  "train.stages=[{epochs: 1}]", "--nodes", 2, "--folder", run, "--wait") == 0
+    hosts = [json.loads((run / "placement" / f"rank{r}.json").read_text())["hostname"]
+             for r in (0, 1)]
+    assert hosts == ["n1", "n2"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["step"] > 0 and "s1" in summary["metrics"]
+    from fpar.evaluation import load_scores
+    from shards.schema import read_manifest
+
+    ids, _ = load_scores(run / "scores_s1.pt")
+    assert len(ids) == len(set(ids)) == read_manifest(shards / "s1")["num_samples"]
 
 
 def test_sweep_is_one_array_and_collect_builds_the_table(slurm, toy_config, monkeypatch,

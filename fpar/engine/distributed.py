@@ -95,6 +95,19 @@ def prepare_accelerator(environ: dict[str, str] | None = None) -> str:
     return device
 
 
+def _skip_shm_comm_op() -> None:
+    """Lets DeepSpeed's CPU backend use plain gloo collectives instead of its shm op.
+
+    The op is compiled on first use under a lock file in TORCH_EXTENSIONS_DIR; a process
+    killed while it holds that lock (a preempted or cancelled job) leaves the file behind,
+    and every later start then waits on it forever. ``FPAR_DEEPSPEED_SHM=1`` opts back in.
+    """
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
+
+
 def init_process_group(layout: DistEnv, timeout_s: float = 1800.0) -> torch.device:
     """Starts the process group through DeepSpeed (nccl on GPUs, gloo on CPU).
 
@@ -107,6 +120,8 @@ def init_process_group(layout: DistEnv, timeout_s: float = 1800.0) -> torch.devi
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(layout.local_rank)
+    elif os.environ.get("FPAR_DEEPSPEED_SHM", "0") != "1":
+        _skip_shm_comm_op()
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
                                    timeout=datetime.timedelta(seconds=timeout_s))
