@@ -126,7 +126,7 @@ def test_sweep_is_one_array_and_collect_builds_the_table(slurm, toy_config, monk
     sweep_dir = slurm / "sweep"
     assert submit(toy_config, "--entry", TOY, "--folder", sweep_dir,
                   "--sweep", "seed=0,1,2", "--wait") == 0
-    job_ids = [line for line in capsys.readouterr().out.split() if "_" in line]
+    job_ids = [word for word in capsys.readouterr().out.split() if re.fullmatch(r"\d+_\d+", word)]
     assert len(job_ids) == 3 and len({j.split("_")[0] for j in job_ids}) == 1
     assert fpar(["collect", str(sweep_dir), "--out", str(slurm / "table")]) == 0
     table = (slurm / "table.md").read_text()
