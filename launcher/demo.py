@@ -52,9 +52,9 @@ SCALES: dict[str, DemoScale] = {
                       stored_frames=6, short_side=72, num_frames=3, crop=64,
                       convlstm_hidden=16, batch_size=4, epochs=1),
     # About ten minutes on two CPU cores.
-    "default": DemoScale(participants=6, segments=420, width=228, height=128, fps=30,
+    "default": DemoScale(participants=6, segments=600, width=228, height=128, fps=30,
                          stored_frames=14, short_side=112, num_frames=7, crop=96,
-                         convlstm_hidden=128, batch_size=8, epochs=3),
+                         convlstm_hidden=128, batch_size=8, epochs=10),
     # A real comparison for a bigger machine (or a GPU).
     "large": DemoScale(participants=12, segments=3000, width=456, height=256, fps=30,
                        stored_frames=32, short_side=128, num_frames=7, crop=112,
