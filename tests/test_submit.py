@@ -98,6 +98,11 @@ def test_a_bad_config_is_never_submitted(tmp_path):
 
 def test_job_resumes_on_requeue_and_never_requeues_a_config_error(monkeypatch, tmp_path):
     fake_slurm_task(monkeypatch, restarts=1)
+    # The job exports the rank variables into this process: registered here so that they
+    # are removed afterwards and later tests' child processes do not inherit rank 1 of 2.
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                "OMP_NUM_THREADS"):
+        monkeypatch.setenv(key, "unset")
     job = TrainJob(str(tmp_path / "missing.yaml"), [], str(tmp_path / "run"))
     resumed = job.checkpoint()
     assert resumed.function.resume is True and resumed.function.run_dir == job.run_dir
