@@ -46,26 +46,28 @@ class TinyModel(nn.Module):
 class ToyStream:
     """A learnable 3-class problem, split over ranks; batches depend on (seed, epoch) only."""
 
-    def __init__(self, batch_size: int, rank: int, world: int, seed: int) -> None:
+    def __init__(self, batch_size: int, rank: int, world: int, seed: int,
+                 samples: int = NUM_SAMPLES) -> None:
         gen = torch.Generator().manual_seed(1234)
-        self.x = torch.randn(NUM_SAMPLES, 8, generator=gen)
+        self.samples = samples
+        self.x = torch.randn(samples, 8, generator=gen)
         self.y = (self.x[:, 0] > 0.5).long() + (self.x[:, 1] > 0.5).long()
         self.batch, self.rank, self.world, self.seed = batch_size, rank, world, seed
-        self.steps_per_epoch = NUM_SAMPLES // (batch_size * world)
+        self.steps_per_epoch = samples // (batch_size * world)
 
     def _batch(self, idx: torch.Tensor) -> dict:
         return {"frames": self.x[idx], "class": self.y[idx],
                 "segment_id": [f"seg{int(i)}" for i in idx]}
 
     def epoch_batches(self, epoch: int, start_step: int = 0):
-        order = torch.randperm(NUM_SAMPLES, generator=torch.Generator().manual_seed(
+        order = torch.randperm(self.samples, generator=torch.Generator().manual_seed(
             self.seed * 100 + epoch))
         mine = order[self.rank::self.world]
         for step in range(start_step, self.steps_per_epoch):
             yield self._batch(mine[step * self.batch:(step + 1) * self.batch])
 
     def eval_batches(self):
-        mine = torch.arange(NUM_SAMPLES)[self.rank::self.world]
+        mine = torch.arange(self.samples)[self.rank::self.world]
         for start in range(0, len(mine), self.batch):
             yield self._batch(mine[start:start + self.batch])
 
