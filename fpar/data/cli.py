@@ -7,23 +7,8 @@ import json
 import math
 import sys
 
+from fpar.commands import data_group
 from fpar.data.config import FORMATS, DataConfig
-
-
-def _data_group(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The subparsers of the shared ``fpar data`` group, creating the group if needed."""
-    existing = subparsers.choices.get("data")
-    if existing is not None:
-        for action in existing._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                return action
-        return existing.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
-    group = subparsers.add_parser(
-        "data", help="inspect datasets and shard folders",
-        description="Inspect annotation files and shard folders.",
-    )
-    group.set_defaults(func=lambda _args: (group.print_help(), 2)[1])
-    return group.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
 
 
 def _reader_options(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +65,7 @@ def _throughput(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``fpar data check`` and ``fpar data throughput``."""
-    group = _data_group(subparsers)
+    group = data_group(subparsers)
     check = group.add_parser(
         "check", help="read every sample of a shard folder once and report damage",
         description="Decode every sample of a shard folder as evaluation does (centre crops) "

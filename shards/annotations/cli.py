@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fpar.commands import data_group
 from shards.annotations import (
     FORMAT_TITLES,
     FORMATS,
@@ -117,25 +118,9 @@ def run_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_subcommands(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The ``fpar data`` group's subparsers, creating the group if no module has yet."""
-    existing = subparsers.choices.get("data")
-    if existing is not None:
-        for action in existing._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                return action
-        return existing.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
-    data = subparsers.add_parser(
-        "data", help="inspect dataset annotation files",
-        description="Inspect the annotation files of EPIC-KITCHENS-55/100, GTEA-61, EGTEA Gaze+.",
-    )
-    data.set_defaults(func=lambda _args: (data.print_help(), 2)[1])
-    return data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``fpar data summary``."""
-    parser = _data_subcommands(subparsers).add_parser(
+    parser = data_group(subparsers).add_parser(
         "summary",
         help="per-split counts of an annotation folder",
         description="For every split whose file exists, print the number of segments, "
