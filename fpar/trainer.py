@@ -260,7 +260,8 @@ class Trainer:
             t1 = time.monotonic()
             output = self.engine(batch)
             loss, parts = self.loss_fn(output, batch)
-            names = sorted(parts)
+            # parts['loss'] is the total, reduced on its own below.
+            names = sorted(k for k in parts if k != "loss")
             finite = bool(torch.isfinite(loss.detach()).item())
             # One collective per micro-batch: loss parts, the non-finite flag, preemption.
             reduced = distributed.all_reduce_sum(

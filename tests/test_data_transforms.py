@@ -126,6 +126,20 @@ def test_shapes_and_normalisation():
     assert crop_flow(np.zeros((3, 10, 32, 40), np.float32), box, 24).shape == (3, 10, 24, 24)
 
 
+def test_normalisation_equals_the_float_formula_bit_for_bit():
+    gen = torch.Generator().manual_seed(3)
+    batch = torch.randint(0, 256, (2, 3, 3, 5, 7), dtype=torch.uint8, generator=gen)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255.0
+    inv_std = 1.0 / (torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255.0)
+    expected = (batch.float() - mean) * inv_std
+    assert torch.equal(normalise_frames(batch), expected)
+    # A strided view (a permuted clip) gives the same values as its contiguous copy.
+    view = batch.transpose(-1, -2)
+    assert torch.equal(normalise_frames(view), (view.float() - mean) * inv_std)
+    with pytest.raises(ValueError, match="uint8"):
+        normalise_frames(batch.float())
+
+
 def test_test_box_is_centred_square():
     box = centre_box(W, H, 0.875)
     assert (box.x0 * W, box.y0 * H, box.w * W, box.h * H) == (12, 4, 56, 56)

@@ -61,6 +61,9 @@ def test_two_rank_resume_repeats_the_uninterrupted_losses(two_rank_runs):
     a, b = step_records(straight), step_records(broken)
     assert sorted(a) == sorted(b) == list(range(1, 19))
     assert [a[s]["loss"] for s in a] == [b[s]["loss"] for s in a]
+    # The logged loss is the rank mean of the total, counted once (not with its part).
+    assert all(a[s]["loss"] == pytest.approx(a[s]["parts"]["ce"]) for s in a)
+    assert all("loss" not in a[s]["parts"] for s in a)
     # Losses fall on this learnable toy problem, and stage 1 froze the backbone.
     assert sum(a[s]["loss"] for s in range(13, 19)) < sum(a[s]["loss"] for s in range(1, 7))
     assert set(a[1]["lr"]) == {"classifier"} and set(a[7]["lr"]) == {"backbone", "classifier"}

@@ -189,6 +189,29 @@ def test_ms_regression_variant(loss_kind):
     assert loss.item() == pytest.approx(parts["loss_class"] + 2.0 * parts["loss_ms"], rel=1e-5)
 
 
+def test_ms_positive_weight_weighs_moving_cells():
+    motion = torch.zeros(1, 1, 4, 4)
+    motion[..., :2, :2] = 1.0  # one of the four 2x2 cells moves
+    ms = torch.zeros(1, 1, 2, 2, 2)
+    ms[:, :, 0] = 2.0  # every cell predicted static
+    out = ModelOutput({}, ms=ms)
+    plain = ModelConfig(num_classes={"verb": 3}, ms_alpha=1.0)
+    heavy = ModelConfig(num_classes={"verb": 3}, ms_alpha=1.0, ms_positive_weight=3.0)
+    batch = {"motion": motion}
+    wrong, right = F.softplus(torch.tensor(2.0)).item(), F.softplus(torch.tensor(-2.0)).item()
+    assert _ms_part(plain, out, batch) == pytest.approx((wrong + 3 * right) / 4, rel=1e-5)
+    # Weighted mean: the missed moving cell counts three times.
+    assert _ms_part(heavy, out, batch) == pytest.approx((3 * wrong + 3 * right) / 6, rel=1e-5)
+    with pytest.raises(ValueError, match="ms_positive_weight"):
+        ModelConfig(ms_positive_weight=0.0)
+
+
+def _ms_part(cfg: ModelConfig, out: ModelOutput, batch: dict) -> float:
+    logits = {"verb": torch.zeros(1, 3)}
+    _, parts = compute_loss(cfg, ModelOutput(logits, ms=out.ms), {**batch, "verb": torch.tensor([0])})
+    return parts["loss_ms"]
+
+
 def test_compute_loss_sums_heads_ignores_missing_labels_and_rebuilds_discriminator_targets():
     cfg = ModelConfig(num_classes={"verb": 3, "noun": 4}, ms_alpha=0.5, discriminator_weight=2.0)
     verb = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])

@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             loss = loss * float("nan")
         if args.preempt_at_step and step == args.preempt_at_step:
             preemption.request()
-        return loss, {"ce": float(loss.detach())}
+        # Parts carry the total under "loss", as fpar.models.compute_loss does.
+        return loss, {"ce": float(loss.detach()), "loss": float(loss.detach())}
 
     stream = ToyStream(cfg.data.batch_size, layout.rank, layout.world_size, cfg.seed)
     try:

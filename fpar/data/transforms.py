@@ -209,12 +209,31 @@ def batch_tensor(shape: Sequence[int], dtype: np.dtype) -> torch.Tensor:
     return torch.from_numpy(np.empty(tuple(shape), dtype=dtype))
 
 
+def _normalise_table() -> np.ndarray:
+    """(3, 256) float32: every uint8 value of each channel, normalised by the same float32
+    operations as the tensor formula ``(v - 255 mean) * (1 / (255 std))``."""
+    values = torch.arange(256, dtype=torch.float32).view(1, 1, 256).expand(1, 3, 256)
+    return (values - _MEAN.view(1, 3, 1)).mul_(_INV_STD.view(1, 3, 1))[0].numpy().copy()
+
+
+_TABLE = _normalise_table()
+
+
 def normalise_frames(planar: torch.Tensor) -> torch.Tensor:
     """uint8 (..., 3, S, S) RGB -> float32 with ImageNet mean/std.
 
     Applied to whole batches: clips travel from loader workers as uint8 (a quarter of
-    the bytes) and the float ops run once, on contiguous memory.
+    the bytes) and the float work runs once. Each channel plane goes through a 256-entry
+    table (``cv2.LUT``): one pass that reads bytes and writes floats, where converting,
+    subtracting and scaling took three passes over the float batch (about 3x slower).
     """
-    shape = (1,) * (planar.dim() - 3) + (3, 1, 1)
-    out = batch_tensor(planar.shape, np.float32).copy_(planar)
-    return out.sub_(_MEAN.view(shape)).mul_(_INV_STD.view(shape))
+    if planar.dtype != torch.uint8 or planar.dim() < 3 or planar.shape[-3] != 3:
+        raise ValueError(f"expected uint8 (..., 3, S, S) frames, got {planar.dtype} "
+                         f"{tuple(planar.shape)}")
+    out = batch_tensor(planar.shape, np.float32)
+    src = planar.contiguous().reshape(-1, 3, *planar.shape[-2:]).numpy()
+    dst = out.view(-1, 3, *planar.shape[-2:]).numpy()
+    for image, target in zip(src, dst):
+        for channel in range(3):
+            cv2.LUT(image[channel], _TABLE[channel], dst=target[channel])
+    return out

@@ -44,6 +44,10 @@ class ModelConfig:
         ms_regression_loss: Loss of the regression variant.
         ms_alpha: Weight of the MS loss.
         ms_tau: A cell is "moving" when its moving fraction is at least ``ms_tau``.
+        ms_positive_weight: Weight of the moving cells in the classification MS loss (1 =
+            plain cross-entropy, the paper's). Moving cells are often a few percent of a
+            frame (small objects, coarse maps); unweighted, the head can settle on
+            "nothing moves" and teach the trunk nothing.
         ms_hidden: Channels of the MS head's 1x1 convolution.
         film_hidden: Channels of the FiLM generator of the imprinting model.
         discriminator_weight: Weight of the static-dynamic discriminator loss.
@@ -72,6 +76,7 @@ class ModelConfig:
     ms_regression_loss: Literal["mse", "l1"] = "mse"
     ms_alpha: float = 1.0
     ms_tau: float = 0.5
+    ms_positive_weight: float = 1.0
     ms_hidden: int = 100
     film_hidden: int = 32
     discriminator_weight: float = 1.0
@@ -97,6 +102,8 @@ class ModelConfig:
             raise ValueError(f"dropout: must be in [0, 1), got {self.dropout}")
         if not 0.0 < self.ms_tau <= 1.0:
             raise ValueError(f"ms_tau: must be in (0, 1], got {self.ms_tau}")
+        if not self.ms_positive_weight > 0:
+            raise ValueError(f"ms_positive_weight: must be > 0, got {self.ms_positive_weight}")
         if self.ms_alpha < 0 or self.discriminator_weight < 0:
             raise ValueError("ms_alpha and discriminator_weight must be >= 0")
         if self.ms_tap is None:

@@ -50,7 +50,10 @@ def _ms_loss(cfg: ModelConfig, ms: torch.Tensor, motion: torch.Tensor) -> tuple[
     if cfg.ms_kind == "classification":
         logits = ms.flatten(0, 1).float()
         flat = target.flatten(0, 1)
-        loss = F.cross_entropy(logits, flat)
+        weight = None
+        if cfg.ms_positive_weight != 1.0:
+            weight = torch.tensor([1.0, cfg.ms_positive_weight], device=logits.device)
+        loss = F.cross_entropy(logits, flat, weight=weight)
         acc = (logits.argmax(dim=1) == flat).float().mean().item()
         return loss, {"ms_acc": acc}
     fn = F.mse_loss if cfg.ms_regression_loss == "mse" else F.l1_loss
