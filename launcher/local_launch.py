@@ -24,11 +24,26 @@ FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
 def rank_env(rank: int, world_size: int, port: int, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of local rank ``rank`` of a ``world_size``-process job."""
+    """The environment of local rank ``rank`` of a ``world_size``-process job.
+
+    With several ranks, each gets an equal share of this process's CPUs as its
+    OMP_NUM_THREADS (unless one is set): every rank's torch would otherwise start one
+    thread per core, and K ranks on the same cores slow each other several times over.
+    """
     env = dict(os.environ if base is None else base)
     env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if world_size > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, available_cpus() // world_size))
     return env
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def launch(argv: Sequence[str], nproc: int, grace_s: float = 30.0) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.local_launch import launch
+from launcher.local_launch import available_cpus, launch, rank_env
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = str(REPO / "tests" / "toy_training.py")
@@ -123,3 +123,11 @@ def test_fp16_on_cpu_is_refused_before_starting(tmp_path):
     assert proc.returncode == 2
     assert "fp16 needs a CUDA GPU" in proc.stderr and "bf16" in proc.stderr
     assert not any(tmp_path.iterdir())  # nothing was started or written
+
+
+def test_local_ranks_share_the_cpus():
+    env = rank_env(1, 2, 1234, base={})
+    assert (env["RANK"], env["WORLD_SIZE"], env["MASTER_PORT"]) == ("1", "2", "1234")
+    assert env["OMP_NUM_THREADS"] == str(max(1, available_cpus() // 2))
+    assert rank_env(0, 2, 1, base={"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"
+    assert "OMP_NUM_THREADS" not in rank_env(0, 1, 1, base={})
