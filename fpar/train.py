@@ -170,7 +170,16 @@ def _locate_checkpoint(path: Path) -> tuple[Path, Path]:
 
 
 def load_weights(tag_dir: Path) -> dict[str, torch.Tensor]:
-    """The model weights (fp32) stored in a DeepSpeed checkpoint folder."""
+    """The model weights (fp32) stored in a DeepSpeed checkpoint folder.
+
+    ZeRO 0-2 keep the whole module in the model-states file. ZeRO-3 partitions every
+    parameter across the ranks' optimiser files, so its weights are gathered from those.
+    """
+    if any(tag_dir.glob("zero_pp_rank_*_mp_rank_*_model_states.pt")):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        states = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+        return {k: v.float() if v.is_floating_point() else v for k, v in states.items()}
     files = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
     if not files:
         raise FileNotFoundError(f"{tag_dir}: no DeepSpeed model states file")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from launcher.local_launch import available_cpus, launch, rank_env
 
@@ -123,6 +124,27 @@ def test_fp16_on_cpu_is_refused_before_starting(tmp_path):
     assert proc.returncode == 2
     assert "fp16 needs a CUDA GPU" in proc.stderr and "bf16" in proc.stderr
     assert not any(tmp_path.iterdir())  # nothing was started or written
+
+
+@pytest.mark.slow
+def test_zero3_checkpoint_weights_equal_the_zero0_ones(tmp_path):
+    """ZeRO-3 partitions the weights over the ranks' files; load_weights gathers them."""
+    from fpar.engine.checkpoint import latest_tag
+    from fpar.train import load_weights
+
+    weights = {}
+    for zero in (0, 3):
+        run_dir = tmp_path / f"zero{zero}"
+        assert launch([TOY, str(run_dir), f"train.zero_stage={zero}",
+                       "train.stages=[{epochs: 1}]"], 2) == 0
+        root = run_dir / "checkpoints"
+        weights[zero] = load_weights(root / latest_tag(root))
+    assert any((tmp_path / "zero3" / "checkpoints").glob("*/zero_pp_rank_1_*"))
+    assert sorted(weights[0]) == sorted(weights[3]) == [
+        "backbone.bias", "backbone.weight", "classifier.bias", "classifier.weight"]
+    for name, value in weights[0].items():
+        assert weights[3][name].shape == value.shape, name
+        torch.testing.assert_close(weights[3][name], value, atol=1e-5, rtol=1e-4)
 
 
 def test_local_ranks_share_the_cpus():
