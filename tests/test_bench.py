@@ -93,6 +93,19 @@ def test_scale_reads_step_times_after_the_warmup(tmp_path):
         scale.step_records(tmp_path)
 
 
+def test_shards_benchmark_times_each_stage_of_the_builder():
+    result = bench("shards", "--segments", "2", "--frames", "8", "--size", "320x180",
+                   "--short-side", "96")
+    assert result["benchmark"] == "shards" and result["samples"] == 2
+    assert result["stored_size"] == [96, 171]  # 320 x 96 / 180, rounded
+    for key in ("decode_frames_per_s", "motion_frames_per_s", "write_frames_per_s",
+                "overall_frames_per_s", "bytes_per_sample"):
+        assert positive(result[key]), key
+    # The overall rate is that of the stages one after the other.
+    kept = result["samples"] * result["frames_per_sample"]
+    assert result["overall_frames_per_s"] == pytest.approx(kept / sum(result["seconds"].values()))
+
+
 def test_loader_needs_the_videos_of_given_shards(tmp_path):
     from launcher.benchmarks import loader
 
