@@ -167,15 +167,37 @@ def score_run(run_dir: str | Path) -> dict[str, Any]:
     return score_scores(run_dir, annotations=info["annotations"], root=info.get("root"))
 
 
+def finished_summary(config: str, overrides: Sequence[str], run_dir: str | Path) -> dict | None:
+    """The saved summary of a run that finished and was scored with this very config.
+
+    A protocol submitted again into the same sweep folder then skips the runs already done
+    (no retraining, no re-scoring); a run whose config differs is trained again.
+    """
+    from fpar.train import CONFIG_FILE, resolve_config
+
+    run_dir = Path(run_dir)
+    needed = [run_dir / name for name in (CONFIG_FILE, "summary.json", METRICS_FILE)]
+    if not all(path.is_file() for path in needed):
+        return None
+    if resolve_config(config, overrides, run_dir) != resolve_config(None, (), run_dir):
+        return None
+    return read_json(run_dir / "summary.json")
+
+
 def train_and_score(config: str, overrides: Sequence[str], run_dir: str,
                     resume: bool) -> dict[str, Any]:
     """The entry of every protocol run: train and test (``fpar.train.run``), then score.
 
-    Same arguments as ``fpar.train.run``; rank 0 writes ``<run>/metrics.json``.
+    Same arguments as ``fpar.train.run``; rank 0 writes ``<run>/metrics.json``. A run that
+    already finished with the same config returns its saved summary.
     """
     from fpar.engine.distributed import read_env
     from fpar.train import run
 
+    done = finished_summary(config, overrides, run_dir)
+    if done is not None:
+        log.info("%s: finished earlier with this config; kept as it is", run_dir)
+        return done
     summary = run(config, overrides, run_dir, resume)
     if read_env().is_main:
         result = score_run(run_dir)

@@ -280,3 +280,20 @@ def test_collect_alone_gives_the_same_table(loso_sweep, tmp_path):
     md, csv_path = collect(work / "sweep", out=tmp_path / "again")
     assert csv_path.read_text() == (work / "sweep" / "results.csv").read_text()
     assert md.read_text() == (work / "sweep" / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_kept_when_its_protocol_runs_again(loso_sweep):
+    from launcher.protocol_run import finished_summary, train_and_score
+
+    work, _ = loso_sweep
+    run = work / "sweep" / "split=loso1,seed=0"
+    config = str(run / "config.yaml")
+    saved = json.loads((run / "summary.json").read_text())
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()}
+    assert finished_summary(config, [], run) == saved
+    assert train_and_score(config, [], str(run), False) == saved
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir() if p.is_file()} == before
+    # Another config, or a run without its metrics, is trained again.
+    assert finished_summary(config, ["seed=7"], run) is None
+    assert finished_summary(config, [], work / "sweep" / "no-such-run") is None
