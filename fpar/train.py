@@ -24,6 +24,7 @@ from fpar.io import atomic_write_json
 log = logging.getLogger("fpar.train")
 
 CONFIG_FILE = "config.yaml"
+SUMMARY_FILE = "summary.json"
 
 
 def resolve_config(config: str | Path | ExperimentConfig | None, overrides: Sequence[str],
@@ -119,7 +120,7 @@ def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] =
         summary["run_dir"] = str(run_dir)
         if layout.is_main:
             summary["metrics"] = _official_metrics(run_dir) if summary["scores"] else {}
-            atomic_write_json(run_dir / "summary.json", summary)
+            atomic_write_json(run_dir / SUMMARY_FILE, summary)
         trainer.close()
         return summary
     finally:
@@ -179,12 +180,12 @@ def load_weights(tag_dir: Path) -> dict[str, torch.Tensor]:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
         states = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
-        return {k: v.float() if v.is_floating_point() else v for k, v in states.items()}
-    files = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
-    if not files:
-        raise FileNotFoundError(f"{tag_dir}: no DeepSpeed model states file")
-    states = torch.load(files[0], map_location="cpu", weights_only=False)
-    return {k: v.float() if v.is_floating_point() else v for k, v in states["module"].items()}
+    else:
+        files = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
+        if not files:
+            raise FileNotFoundError(f"{tag_dir}: no DeepSpeed model states file")
+        states = torch.load(files[0], map_location="cpu", weights_only=False)["module"]
+    return {k: v.float() if v.is_floating_point() else v for k, v in states.items()}
 
 
 def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | None = None) -> Path:

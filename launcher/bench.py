@@ -37,12 +37,10 @@ def register(subparsers) -> None:
 
 
 def _run(module, args: argparse.Namespace) -> int:
-    results = module.run(args)
-    if "machine" not in results:
-        # Every benchmark's figures name the machine that produced them.
-        from launcher.benchmarks.machine import machine_info
+    from launcher.benchmarks.machine import machine_info
 
-        results["machine"] = machine_info()
+    # Every benchmark's figures name the machine that produced them.
+    results = module.run(args) | {"machine": machine_info()}
     if args.json:
         print(json.dumps(results))  # one line: easy to append to a log and parse back
     else:

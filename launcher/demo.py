@@ -121,7 +121,9 @@ def train_system(out: Path, system: str, scale: DemoScale, shards: dict[str, Pat
     The run goes to ``run_dir`` (default ``out/runs/<system>``).
     """
     run_dir = run_dir if run_dir is not None else out / "runs" / system
-    if (run_dir / "summary.json").is_file():
+    from fpar.train import SUMMARY_FILE
+
+    if (run_dir / SUMMARY_FILE).is_file():
         log.info("%s already trained in %s", system, run_dir)
         return run_dir
     cmd = [sys.executable, "-m", "launcher.cli", "train", str(CONFIG),

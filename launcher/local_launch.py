@@ -17,6 +17,7 @@ import time
 from typing import Sequence
 
 from fpar.engine.distributed import find_free_port
+from launcher.benchmarks.machine import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +35,8 @@ def rank_env(rank: int, world_size: int, port: int, base: dict[str, str] | None 
     env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if world_size > 1 and "OMP_NUM_THREADS" not in env:
-        env["OMP_NUM_THREADS"] = str(max(1, available_cpus() // world_size))
+        env["OMP_NUM_THREADS"] = str(max(1, usable_cores() // world_size))
     return env
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, else the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def launch(argv: Sequence[str], nproc: int, grace_s: float = 30.0) -> int:

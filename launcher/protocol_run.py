@@ -173,15 +173,15 @@ def finished_summary(config: str, overrides: Sequence[str], run_dir: str | Path)
     A protocol submitted again into the same sweep folder then skips the runs already done
     (no retraining, no re-scoring); a run whose config differs is trained again.
     """
-    from fpar.train import CONFIG_FILE, resolve_config
+    from fpar.train import CONFIG_FILE, SUMMARY_FILE, resolve_config
 
     run_dir = Path(run_dir)
-    needed = [run_dir / name for name in (CONFIG_FILE, "summary.json", METRICS_FILE)]
+    needed = [run_dir / name for name in (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE)]
     if not all(path.is_file() for path in needed):
         return None
     if resolve_config(config, overrides, run_dir) != resolve_config(None, (), run_dir):
         return None
-    return read_json(run_dir / "summary.json")
+    return read_json(run_dir / SUMMARY_FILE)
 
 
 def train_and_score(config: str, overrides: Sequence[str], run_dir: str,

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from launcher.local_launch import available_cpus, launch, rank_env
+from launcher.benchmarks.machine import usable_cores
+from launcher.local_launch import launch, rank_env
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = str(REPO / "tests" / "toy_training.py")
@@ -150,6 +151,6 @@ def test_zero3_checkpoint_weights_equal_the_zero0_ones(tmp_path):
 def test_local_ranks_share_the_cpus():
     env = rank_env(1, 2, 1234, base={})
     assert (env["RANK"], env["WORLD_SIZE"], env["MASTER_PORT"]) == ("1", "2", "1234")
-    assert env["OMP_NUM_THREADS"] == str(max(1, available_cpus() // 2))
+    assert env["OMP_NUM_THREADS"] == str(max(1, usable_cores() // 2))
     assert rank_env(0, 2, 1, base={"OMP_NUM_THREADS": "3"})["OMP_NUM_THREADS"] == "3"
     assert "OMP_NUM_THREADS" not in rank_env(0, 1, 1, base={})

@@ -22,12 +22,11 @@ from fpar.evaluation.groundtruth import align, labelled_segments
 from fpar.evaluation.run_metrics import ground_truth_of, scores_files
 from fpar.experiment import ExperimentConfig
 from fpar.io import read_json
+from fpar.train import CONFIG_FILE, SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
 
 _LABEL_COLUMNS = {"verb": "verb_class", "noun": "noun_class", "class": "class_id"}
 

@@ -69,14 +69,12 @@ def summarise(per_seed: dict[int, dict]) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     """Trains and scores every (system, seed) and returns the accuracy summary."""
-    from launcher.benchmarks.machine import machine_info
-
     seeds = parse_list(args.seeds, "--seeds", int)
     systems = parse_list(args.systems, "--systems")
     if args.work:
-        return _measure(Path(args.work), args, seeds, systems) | {"machine": machine_info()}
+        return _measure(Path(args.work), args, seeds, systems)
     with tempfile.TemporaryDirectory(prefix="fpar-bench-accuracy-") as tmp:
-        return _measure(Path(tmp), args, seeds, systems) | {"machine": machine_info()}
+        return _measure(Path(tmp), args, seeds, systems)
 
 
 def _measure(work: Path, args: argparse.Namespace, seeds: list[int], systems: list[str]) -> dict:

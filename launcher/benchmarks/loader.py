@@ -122,7 +122,6 @@ def run(args: argparse.Namespace) -> dict:
 def _measure(shard_dir: Path, video_root: Path, args: argparse.Namespace) -> dict:
     from fpar.data import DataConfig, clip_throughput
     from launcher.benchmarks import loader_paths as paths
-    from launcher.benchmarks.machine import machine_info
     from shards.decode import index_videos
     from shards.schema import read_manifest
     from tqdm import tqdm
@@ -168,5 +167,4 @@ def _measure(shard_dir: Path, video_root: Path, args: argparse.Namespace) -> dic
         "clips_per_s_median": {name: median(values) for name, values in rounds.items()},
         "ratios": ratios,
         "goals": {name: {"goal": goal, "met": ratios[name] >= goal} for name, goal in GOALS.items()},
-        "machine": machine_info(),
     }

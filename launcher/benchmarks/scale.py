@@ -83,15 +83,14 @@ def summarise_steps(records: list[dict], warmup: int, nproc: int, batch_size: in
 def run(args: argparse.Namespace) -> dict:
     """Prepares the shards, trains at each process count and returns the step figures."""
     from launcher.benchmarks.accuracy import parse_list
-    from launcher.benchmarks.machine import machine_info
 
     nprocs = parse_list(args.nprocs, "--nprocs", int)
     if min(nprocs) < 1 or args.epochs < 1 or args.warmup < 0:
         raise SystemExit("fpar bench scale: process counts and --epochs must be >= 1")
     if args.work:
-        return _measure(Path(args.work), args, nprocs) | {"machine": machine_info()}
+        return _measure(Path(args.work), args, nprocs)
     with tempfile.TemporaryDirectory(prefix="fpar-bench-scale-") as tmp:
-        return _measure(Path(tmp), args, nprocs) | {"machine": machine_info()}
+        return _measure(Path(tmp), args, nprocs)
 
 
 def _measure(work: Path, args: argparse.Namespace, nprocs: list[int]) -> dict:

@@ -82,14 +82,12 @@ def random_batch(cfg, seed: int) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     """Times both loops for both systems and returns the medians and ratios."""
-    from launcher.benchmarks.machine import machine_info
     from launcher.benchmarks.output import stdout_to_stderr
 
     if args.steps < 1 or args.warmup < 0:
         raise SystemExit("fpar bench train: --steps must be >= 1 and --warmup >= 0")
     with stdout_to_stderr():
-        results = _measure(args)
-    return results | {"machine": machine_info()}
+        return _measure(args)
 
 
 def _measure(args: argparse.Namespace) -> dict:
