@@ -23,7 +23,9 @@ class TrainConfig:
 
     Attributes:
         stages: Training stages in order (one for SparNet, two for Ego-RNN).
-        precision: ``fp32``, ``bf16`` or ``fp16`` (fp16 needs a CUDA GPU).
+        precision: ``auto`` (bf16 on GPUs that support it, fp16 with loss scaling on
+            older GPUs, fp32 on CPU), ``fp32``, ``bf16`` or ``fp16`` (fp16 needs a CUDA
+            GPU). A run's ``config.yaml`` records the precision it resolved to.
         zero_stage: DeepSpeed ZeRO stage (0-3).
         grad_accum_steps: Micro-batches per optimiser step.
         grad_clip: Global gradient-norm clip (0 = off).
@@ -37,7 +39,7 @@ class TrainConfig:
     """
 
     stages: list[StageConfig] = dataclasses.field(default_factory=lambda: [StageConfig()])
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     zero_stage: int = 0
     grad_accum_steps: int = 1
     grad_clip: float = 0.0
@@ -113,6 +115,17 @@ class ExperimentConfig:
         if self.eval.test_splits:
             return dict(self.eval.test_splits)
         return {"test": self.data.test_shards} if self.data.test_shards else {}
+
+    def shard_folders(self, training: bool = True) -> list[tuple[str, str]]:
+        """``(config key, folder)`` of every shard folder a run reads: train and validation
+        (when ``training``) and each test split."""
+        named = [("data.train_shards", self.data.train_shards),
+                 ("data.val_shards", self.data.val_shards)] if training else []
+        if self.eval.test_splits:
+            named += [(f"eval.test_splits.{k}", v) for k, v in self.eval.test_splits.items()]
+        else:
+            named.append(("data.test_shards", self.data.test_shards))
+        return [(key, folder) for key, folder in named if folder]
 
     def shard_dir(self, split: str) -> str:
         """The shard folder of a split name: ``train``, ``val``, ``test`` or a test split.

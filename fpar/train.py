@@ -7,6 +7,7 @@ itself). ``evaluate`` scores a split with a trained run's checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,21 +32,29 @@ def resolve_config(config: str | Path | ExperimentConfig | None, overrides: Sequ
                    run_dir: str | Path | None) -> ExperimentConfig:
     """The experiment of a run: a YAML path, a config object, or the run folder's saved one.
 
+    ``train.precision: auto`` comes back as the precision this machine uses (see
+    :func:`fpar.engine.deepspeed_setup.resolve_precision`), which the run folder records.
+
     Raises:
         ConfigError: If nothing names a config or a key is wrong.
     """
     if isinstance(config, ExperimentConfig):
+        cfg = config
         if overrides:
             from fpar.config import apply_overrides, from_dict, to_dict
 
-            return from_dict(ExperimentConfig, apply_overrides(to_dict(config), overrides))
-        return config
-    if config is None:
-        if run_dir is None or not (Path(run_dir) / CONFIG_FILE).is_file():
-            raise ConfigError("no config: give a config file, or a run folder holding "
-                              f"{CONFIG_FILE} to resume")
-        config = Path(run_dir) / CONFIG_FILE
-    return load_experiment(config, overrides)
+            cfg = from_dict(ExperimentConfig, apply_overrides(to_dict(config), overrides))
+    else:
+        if config is None:
+            if run_dir is None or not (Path(run_dir) / CONFIG_FILE).is_file():
+                raise ConfigError("no config: give a config file, or a run folder holding "
+                                  f"{CONFIG_FILE} to resume")
+            config = Path(run_dir) / CONFIG_FILE
+        cfg = load_experiment(config, overrides)
+    precision = deepspeed_setup.resolve_precision(cfg.train.precision)
+    if precision == cfg.train.precision:
+        return cfg
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision))
 
 
 def default_run_dir(cfg: ExperimentConfig) -> Path:
@@ -56,8 +65,6 @@ def default_run_dir(cfg: ExperimentConfig) -> Path:
 def _streams(cfg: ExperimentConfig, layout: distributed.DistEnv):
     from fpar.data import ShardStream
 
-    if not cfg.data.train_shards:
-        raise ConfigError("data.train_shards: no training shard folder configured")
     kwargs = dict(rank=layout.rank, world_size=layout.world_size, seed=cfg.seed)
     train = ShardStream(cfg.data, cfg.data.train_shards, train=True, **kwargs)
     val = ShardStream(cfg.data, cfg.data.val_shards, train=False, **kwargs) \
@@ -88,11 +95,17 @@ def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] =
         Summary: run folder, steps, best score, scores files written.
 
     Raises:
+        ConfigError: Before anything starts, for a config this machine cannot run: a
+            shard folder missing or of another dataset, ImageNet weights not to be had, a
+            precision the device lacks (see :mod:`fpar.preflight`).
         preemption.Preempted: When stopped by a preemption request (a checkpoint exists).
         fpar.trainer.NonFiniteError: When the loss kept being non-finite.
     """
+    from fpar.preflight import check_experiment
+
     cfg = resolve_config(config, overrides, run_dir)
     deepspeed_setup.check_precision(cfg.train.precision, cfg.train.zero_stage)
+    check_experiment(cfg)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     layout = distributed.read_env()
     device = distributed.init_process_group(layout)
@@ -105,7 +118,7 @@ def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] =
             save_config(cfg, run_dir / CONFIG_FILE)
             handler = attach_log_file(run_dir / "log.txt")
         distributed.barrier()
-        log.info("run %s: %d rank(s) on %s, %s, ZeRO %d", run_dir, layout.world_size,
+        log.info("run %s: %d rank(s) on %s, precision %s, ZeRO %d", run_dir, layout.world_size,
                  device, cfg.train.precision, cfg.train.zero_stage)
         train_data, val_data = _streams(cfg, layout)
         factory, loss_fn = _model_parts(cfg)
@@ -188,6 +201,14 @@ def load_weights(tag_dir: Path) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.is_floating_point() else v for k, v in states.items()}
 
 
+def _split_key(cfg: ExperimentConfig, split: str) -> str:
+    """The config key that names a split's shard folder."""
+    if split in cfg.eval.test_splits:
+        return f"eval.test_splits.{split}"
+    return {"train": "data.train_shards", "val": "data.val_shards",
+            "validation": "data.val_shards"}.get(split, f"data.{split}_shards")
+
+
 def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | None = None) -> Path:
     """Scores a split with a run's latest (or a given) checkpoint; one row per segment.
 
@@ -204,15 +225,19 @@ def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | No
     from fpar.evaluation.scores import save_scores
     from fpar.models import build_model
 
+    from fpar.preflight import check_shard_folder
+
     run_dir, tag_dir = _locate_checkpoint(Path(run_dir_or_checkpoint))
     cfg = resolve_config(None, (), run_dir)
     folder = split if Path(split).is_dir() else cfg.shard_dir(split)
     name = Path(split).name if Path(split).is_dir() else split
+    check_shard_folder(cfg, "--split" if Path(split).is_dir() else _split_key(cfg, split), folder)
     out = Path(out) if out is not None else run_dir / f"scores_{name}.pt"
     layout = distributed.read_env()
     device = distributed.init_process_group(layout)
     try:
-        model = build_model(cfg.model)
+        # The checkpoint replaces every weight: no ImageNet file is looked for.
+        model = build_model(dataclasses.replace(cfg.model, pretrained="none"))
         model.load_state_dict(load_weights(tag_dir))
         model.to(device).eval()
         stream = ShardStream(cfg.data, folder, train=False, rank=layout.rank,

@@ -85,8 +85,11 @@ def _train(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or args.resume
     cfg = resolve_config(args.config, args.overrides, run_dir)
     from fpar.engine.deepspeed_setup import check_precision
+    from fpar.preflight import check_experiment
 
-    check_precision(cfg.train.precision, cfg.train.zero_stage)  # before any process starts
+    # Before any process starts: precision, shard folders, ImageNet weights.
+    check_precision(cfg.train.precision, cfg.train.zero_stage)
+    check_experiment(cfg)
     run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
     if args.nproc > 1:
         if _under_launcher():

@@ -90,7 +90,7 @@ def make_flow_fn(method: str = "dis") -> FlowFn:
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         # The presets stop at 1/4 or 1/2 resolution, where small hands and objects blur into
         # the background. Full resolution with the ultrafast preset's few iterations finds
-        # them at ~3.5 ms per 228x128 pair (the fast preset there: ~7 ms, no better).
+        # them; the fast preset at full resolution costs about twice as much, finds no more.
         dis.setFinestScale(0)
         return lambda a, b: dis.calc(a, b, None)
     if method == "farneback":

@@ -26,6 +26,7 @@ Why one pack per sample rather than one tar member per frame: a sample then has 
 instead of ~70 (or ~400 with flow), which is what the tar iteration of a reader pays for per
 sample in Python, and the reader still decodes only the N <= M frames it picks
 (:func:`decode_sample` with ``positions``), since the pack's header gives each frame's offset.
+The training reader decodes through :func:`decode_sample` too, so there is one decoder.
 
 Image pack: ``b"IPK1"``, uint32 little-endian count n, n uint32 byte lengths, then the n
 encoded images back to back.
@@ -121,9 +122,13 @@ def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     return buf.tobytes()
 
 
-def _decode_image(blob: bytes | memoryview, color: bool) -> np.ndarray:
+_COLOR_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
+                4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _decode_image(blob: bytes | memoryview, color: bool, reduction: int = 1) -> np.ndarray:
     data = np.frombuffer(blob, np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE)
+    image = cv2.imdecode(data, _COLOR_FLAGS[reduction] if color else cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise SchemaError("image could not be decoded")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if color else image
@@ -186,18 +191,23 @@ def encode_sample(
     return out
 
 
-def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None) -> dict[str, Any]:
-    """Decodes a sample as read raw by ``webdataset.WebDataset`` (no ``.decode()``).
+def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None, *,
+                  reduction: int = 1, flow: bool = True) -> dict[str, Any]:
+    """Decodes a sample as read raw from a shard (members by extension, no decoding yet).
 
     Args:
         raw: Members by extension (bytes); ``json`` may also be an already parsed dict.
-        positions: Optional positions (0..M-1) of the kept frames to decode; the others are
-            not decoded. Default: all M.
+        positions: Optional positions (0..M-1) of the kept frames to decode, repeats
+            allowed; the others are not decoded. Default: all M.
+        reduction: Decode the frames at 1/1, 1/2, 1/4 or 1/8 of their size (libjpeg's DCT
+            scaling, cheaper than decoding in full and resizing); maps and flow are
+            always decoded in full.
+        flow: Decode the flow member when the sample has one.
 
     Returns:
-        ``{"meta": dict, "frames": uint8 (N, H, W, 3) RGB, "motion": uint8 (N, h, w),
-        "flow": uint8 (N, 10, H', W') when the sample has flow}``; also ``__key__`` when
-        ``raw`` has one.
+        ``{"meta": dict, "frames": uint8 (N, H/r, W/r, 3) RGB, "motion": uint8 (N, h, w),
+        "flow": uint8 (N, 10, H', W') when the sample has flow and ``flow`` is set}``; also
+        ``__key__`` when ``raw`` has one.
 
     Raises:
         SchemaError: naming the sample key when a member is missing or malformed.
@@ -210,20 +220,24 @@ def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None) -
         picks = list(range(count)) if positions is None else [int(p) for p in positions]
         if any(p < 0 or p >= count for p in picks):
             raise SchemaError(f"positions {picks} outside 0..{count - 1}")
+        if reduction not in _COLOR_FLAGS:
+            raise SchemaError(f"reduction {reduction} is not one of 1, 2, 4, 8")
         packed = unpack_images(raw[FRAMES_EXT])
-        frames = np.stack([_decode_image(packed[p], color=True) for p in picks])
+        if len(packed) != count:
+            raise SchemaError(f"frame pack holds {len(packed)} frames, the record says {count}")
+        images = {p: _decode_image(packed[p], True, reduction) for p in set(picks)}
         map_h, map_w = meta["motion_size"]
         maps = _decode_image(raw[MOTION_EXT], color=False).reshape(count, map_h, map_w)
-        out = {"meta": meta, "frames": frames, "motion": maps[picks]}
-        if FLOW_EXT in raw:
+        out = {"meta": meta, "frames": np.stack([images[p] for p in picks]), "motion": maps[picks]}
+        if flow and FLOW_EXT in raw:
             flow_h, flow_w = meta["flow_size"]
             tiles = unpack_images(raw[FLOW_EXT])
-            out["flow"] = np.stack(
-                [_decode_image(tiles[p], color=False).reshape(FLOW_CHANNELS, flow_h, flow_w) for p in picks]
-            )
+            stacks = {p: _decode_image(tiles[p], color=False).reshape(FLOW_CHANNELS, flow_h, flow_w)
+                      for p in set(picks)}
+            out["flow"] = np.stack([stacks[p] for p in picks])
     except SchemaError as err:
         raise SchemaError(f"sample {key}: {err}") from err
-    except (KeyError, ValueError, TypeError) as err:
+    except (KeyError, ValueError, TypeError, IndexError, cv2.error) as err:
         raise SchemaError(f"sample {key}: malformed ({type(err).__name__}: {err})") from err
     if "__key__" in raw:
         out["__key__"] = raw["__key__"]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
+from urllib.error import URLError
 
 import pytest
 import torch
 import torchvision
 
-from fpar.models import ModelConfig, build_model
+from fpar.config import ConfigError
+from fpar.models import ModelConfig, build_model, trunk
 from fpar.models.cli import count_parameters
 from fpar.models.cli import register
 
@@ -77,26 +78,73 @@ def test_flow_conv1_is_rgb_mean_repeated_over_ten_channels(resnet34_file):
             assert torch.equal(value, state[key]), key
 
 
-def test_auto_reads_the_torch_hub_cache_named_by_torch_home(resnet34_file, tmp_path,
-                                                           monkeypatch, caplog):
-    path, state = resnet34_file
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
-    with caplog.at_level(logging.WARNING, logger="fpar.models.trunk"):
-        model = build_model(small("tsn", "auto"))
-    assert "starting from random weights" in caplog.text
-    assert not torch.equal(model.trunk.conv1.weight, state["conv1.weight"])
+@pytest.fixture
+def no_download(monkeypatch):
+    """Stands in for torchvision's download: records each attempt, fails like offline."""
+    attempts = []
 
+    def offline(weights):
+        attempts.append(weights)
+        raise URLError("no network")
+
+    monkeypatch.setattr(trunk, "download_weights", offline)
+    return attempts
+
+
+def test_auto_reads_the_torch_hub_cache_named_by_torch_home(resnet34_file, tmp_path,
+                                                           monkeypatch, no_download):
+    path, state = resnet34_file
     checkpoints = tmp_path / "home" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / "resnet34-b627a593.pth").symlink_to(path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
     model = build_model(small("tsn", "auto"))
     assert torch.equal(model.trunk.layer3[2].conv2.weight, state["layer3.2.conv2.weight"])
+    assert no_download == []  # a cached file is never fetched again
+
+
+def test_auto_without_the_file_offline_stops_naming_file_and_place(tmp_path, monkeypatch,
+                                                                  no_download):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    expected = tmp_path / "empty" / "hub" / "checkpoints" / "resnet34-b627a593.pth"
+    assert trunk.hub_file("resnet34") == expected
+    with pytest.raises(trunk.PretrainedWeightsError) as err:
+        build_model(small("tsn", "auto"))
+    message = str(err.value)
+    assert str(expected) in message and "no network" in message
+    assert "https://download.pytorch.org/models/resnet34-b627a593.pth" in message
+    assert "model.pretrained=none" in message and "ResNet34_Weights.IMAGENET1K_V1" in message
+    assert no_download == [torchvision.models.ResNet34_Weights.IMAGENET1K_V1]
+    assert isinstance(err.value, ConfigError)
+
+
+def test_auto_online_uses_the_file_torchvision_downloads(resnet34_file, tmp_path, monkeypatch):
+    path, state = resnet34_file
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+
+    def download(weights):  # what torchvision's download leaves behind
+        target = trunk.hub_file("resnet34")
+        target.parent.mkdir(parents=True)
+        target.write_bytes(path.read_bytes())
+
+    assert trunk.imagenet_file(small("tsn", "auto"), fetch=download) == trunk.hub_file("resnet34")
+    model = build_model(small("tsn", "auto"))
+    assert torch.equal(model.trunk.conv1.weight, state["conv1.weight"])
+
+
+def test_none_starts_from_random_weights_without_looking(tmp_path, monkeypatch, no_download):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    assert trunk.imagenet_state(small("tsn", "none")) == (None, "random init (pretrained: none)")
+    torch.manual_seed(0)
+    first = build_model(small("tsn", "none")).trunk.conv1.weight
+    torch.manual_seed(1)
+    assert not torch.equal(first, build_model(small("tsn", "none")).trunk.conv1.weight)
+    assert no_download == []
 
 
 def test_bad_weight_files_are_named(resnet34_file, tmp_path):
     path, state = resnet34_file
-    with pytest.raises(FileNotFoundError, match="nothere.pth"):
+    with pytest.raises(trunk.PretrainedWeightsError, match="nothere.pth"):
         build_model(small("tsn", str(tmp_path / "nothere.pth")))
     with pytest.raises(ValueError, match=r"resnet34\.pth: missing .*wrong model.backbone"):
         build_model(small("tsn", str(path), backbone="resnet50"))

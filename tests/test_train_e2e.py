@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from fixtures import synthetic_epic55_shards  # noqa: F401  (fixture)
+from fpar.engine.deepspeed_setup import resolve_precision
 from fpar.evaluation.scores import load_scores
 from fpar.experiment import load_experiment
 from shards.annotations import load_segments
@@ -89,7 +91,12 @@ def test_one_rank_sparnet_overfits_and_scores_every_test_segment(runs):
     assert outputs["verb"].shape == (4, 125) and outputs["noun"].shape == (4, 352)
     saved = load_experiment(runs["one"] / "config.yaml")
     assert saved.data.batch_size == 4 and saved.train.stages[0].epochs == 5
-    assert "epoch 4 done" in (runs["one"] / "log.txt").read_text()
+    log_text = (runs["one"] / "log.txt").read_text()
+    assert "epoch 4 done" in log_text
+    # train.precision: auto is recorded as the precision used: fp32 on a CPU.
+    used = resolve_precision("auto")
+    assert saved.train.precision == used and f"precision {used}," in log_text
+    assert used == "fp32" or torch.cuda.is_available()
 
 
 def test_two_ranks_train_and_gather_one_score_row_per_segment(runs):

@@ -30,7 +30,11 @@ class DataConfig:
         num_frames: Frames per clip (N), chosen from the M stored per segment.
         crop_size: Side of the square crop fed to the model (S).
         scales: Multi-scale corner crop scales, one picked per axis per clip.
-        flip: Random horizontal flip in training (also negates flow-x).
+        flip: Random horizontal flip in training (also negates flow-x and gives a flipped
+            clip the mirrored label of ``mirror_pairs``).
+        mirror_pairs: Per label key, the pairs of classes a horizontal flip turns into each
+            other (``{verb: [[6, 7]]}``: move-left <-> move-right in the synthetic
+            kitchens); the dataset configs declare theirs (none for EPIC, GTEA, EGTEA).
         test_crop_fraction: At test, the centre crop's side as a fraction of the stored
             frame's short side (224/256 as in Ego-RNN), resized to ``crop_size``.
         motion_size: Side of the output motion map; None keeps the stored map's scale
@@ -55,6 +59,7 @@ class DataConfig:
     crop_size: int = 224
     scales: list[float] = field(default_factory=lambda: [1.0, 0.875, 0.75, 0.66])
     flip: bool = True
+    mirror_pairs: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     test_crop_fraction: float = 0.875
     motion_size: Optional[int] = None
     batch_size: int = 8
@@ -86,10 +91,29 @@ class DataConfig:
             raise ValueError(f"data.max_shortfall must be in [0, 1], got {self.max_shortfall}")
         if self.motion_size is not None and self.motion_size < 1:
             raise ValueError(f"data.motion_size must be >= 1, got {self.motion_size}")
+        self._check_mirror_pairs()
         if self.labels is not None:
             unknown = set(self.labels) - {"verb", "noun", "class"}
             if unknown:
                 raise ValueError(f"data.labels: unknown label keys {sorted(unknown)}")
+
+    def _check_mirror_pairs(self) -> None:
+        for key, pairs in self.mirror_pairs.items():
+            if key not in ("verb", "noun", "class"):
+                raise ValueError(f"data.mirror_pairs: unknown label key {key!r}")
+            classes = [c for pair in pairs for c in pair]
+            if any(c < 0 for c in classes) or any(a == b for a, b in pairs):
+                raise ValueError(f"data.mirror_pairs.{key}: pairs of two different class ids "
+                                 f">= 0 expected, got {pairs}")
+            if len(set(classes)) != len(classes):
+                raise ValueError(f"data.mirror_pairs.{key}: a class is in two pairs: {pairs}")
+
+    def mirrored(self, key: str, label: int) -> int:
+        """The label of a horizontally flipped clip: the other class of its mirror pair."""
+        for a, b in self.mirror_pairs.get(key, ()):
+            if label in (a, b):
+                return b if label == a else a
+        return label
 
     @property
     def label_keys(self) -> tuple[str, ...]:

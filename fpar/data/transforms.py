@@ -89,13 +89,24 @@ def _affine(box: CropBox, in_w: int, in_h: int, out_w: int, out_h: int) -> np.nd
     return np.array([[ax, 0.0, tx], [0.0, ay, ty]], dtype=np.float64)
 
 
-def warp_stack(stack: np.ndarray, box: CropBox, out_size: int) -> np.ndarray:
+def warp_stack(stack: np.ndarray, box: CropBox, out_size: int,
+               out: np.ndarray | None = None) -> np.ndarray:
     """Crops/resizes/flips an (H, W, C) array (any C) to (out_size, out_size, C).
 
     When the box falls on whole pixels of ``stack`` (always so for frames at the stored
     size, since boxes are drawn in stored pixels) the region is resized directly, which
-    is 4-6x faster than an affine warp and samples the same pixel centres. Otherwise
-    (maps and flow at lower resolution) an affine warp keeps the box exact.
+    samples the same pixel centres as the affine warp at a fraction of its cost.
+    Otherwise (maps and flow at lower resolution, frames decoded at reduced size) an
+    affine warp keeps the box exact.
+
+    Args:
+        stack: (H, W) or (H, W, C) array.
+        box: The crop (and flip).
+        out_size: Side of the output.
+        out: Optional (out_size, out_size, C) array of ``stack``'s dtype to write into.
+
+    Returns:
+        The cropped array (``out`` when given).
     """
     h, w = stack.shape[:2]
     edges = np.array([box.x0 * w, box.y0 * h, (box.x0 + box.w) * w, (box.y0 + box.h) * h])
@@ -112,46 +123,43 @@ def warp_stack(stack: np.ndarray, box: CropBox, out_size: int) -> np.ndarray:
             # cv2's area resize takes at most 4 channels at a time.
             parts = [_resize(region[:, :, c : c + 4], out_size, cv2.INTER_AREA)
                      for c in range(0, region.shape[2], 4)]
-            out = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
+            result = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=2)
         else:
-            out = _resize(region, out_size, cv2.INTER_LINEAR)
-        return np.ascontiguousarray(out[:, ::-1]) if box.flip else out
-    matrix = _affine(box, w, h, out_size, out_size)
-    out = cv2.warpAffine(
-        stack, matrix, (out_size, out_size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
-    )
-    return out[:, :, None] if out.ndim == 2 else out
+            result = _resize(region, out_size, cv2.INTER_LINEAR, out)
+        if box.flip:
+            result = result[:, ::-1]
+    else:  # the affine map mirrors by itself
+        result = cv2.warpAffine(stack, _affine(box, w, h, out_size, out_size),
+                                (out_size, out_size), dst=out, flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE)
+    if result.ndim == 2:
+        result = result[:, :, None]
+    if out is None:
+        return np.ascontiguousarray(result)
+    if box.flip or not np.shares_memory(result, out):
+        np.copyto(out, result)
+    return out
 
 
-def _resize(region: np.ndarray, out_size: int, interpolation: int) -> np.ndarray:
+def _resize(region: np.ndarray, out_size: int, interpolation: int,
+            out: np.ndarray | None = None) -> np.ndarray:
     if region.shape[:2] == (out_size, out_size):
-        return np.ascontiguousarray(region)
-    out = cv2.resize(region, (out_size, out_size), interpolation=interpolation)
-    return out[:, :, None] if out.ndim == 2 else out
+        return region
+    result = cv2.resize(region, (out_size, out_size), dst=out, interpolation=interpolation)
+    return result[:, :, None] if result.ndim == 2 else result
 
 
-def crop_frames(frames: Sequence[np.ndarray], box: CropBox, size: int) -> np.ndarray:
+def crop_frames(frames: Sequence[np.ndarray] | np.ndarray, box: CropBox, size: int) -> np.ndarray:
     """Applies ``box`` to each (H, W, 3) uint8 frame; returns (N, size, size, 3) uint8.
 
-    A flip is returned as a mirrored view: :func:`normalise_frames` copies the array once
-    anyway, so the mirroring costs nothing there.
+    Each frame is cropped by :func:`warp_stack` straight into the output. A flip is
+    returned as a mirrored view: :func:`planar_rgb` copies the array once anyway, so the
+    mirroring costs nothing there.
     """
     upright = replace(box, flip=False)
     out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
     for i, frame in enumerate(frames):
-        h, w = frame.shape[:2]
-        x0, y0 = box.x0 * w, box.y0 * h
-        x1, y1 = x0 + box.w * w, y0 + box.h * h
-        whole = max(abs(v - round(v)) for v in (x0, y0, x1, y1)) < 1e-6
-        if whole and (x1 - x0) * 2 >= size and (y1 - y0) * 2 >= size:
-            # The common case, resized straight into the output (no intermediate copy).
-            region = frame[round(y0) : round(y1), round(x0) : round(x1)]
-            if region.shape[:2] == (size, size):
-                out[i] = region
-            else:
-                cv2.resize(region, (size, size), dst=out[i], interpolation=cv2.INTER_LINEAR)
-        else:
-            out[i] = warp_stack(frame, upright, size)
+        warp_stack(frame, upright, size, out=out[i])
     return out[:, :, ::-1] if box.flip else out
 
 
@@ -201,10 +209,8 @@ def batch_tensor(shape: Sequence[int], dtype: np.dtype) -> torch.Tensor:
     """An uninitialised CPU tensor whose memory numpy allocates.
 
     numpy asks the kernel for transparent huge pages on large arrays and torch's CPU
-    allocator does not, so a fresh batch-sized buffer (34 MB for 8 clips of 7 x 224 px
-    frames in float32) takes far fewer page faults: normalising such a batch on one core
-    of a busy 2-core machine took 32 ms instead of 40 ms (medians; best 14 vs 17 ms).
-    The values are the same either way.
+    allocator does not, so a fresh batch-sized buffer (tens of MB for a batch of float32
+    clips) takes far fewer page faults to fill. The values are the same either way.
     """
     return torch.from_numpy(np.empty(tuple(shape), dtype=dtype))
 
@@ -225,7 +231,7 @@ def normalise_frames(planar: torch.Tensor) -> torch.Tensor:
     Applied to whole batches: clips travel from loader workers as uint8 (a quarter of
     the bytes) and the float work runs once. Each channel plane goes through a 256-entry
     table (``cv2.LUT``): one pass that reads bytes and writes floats, where converting,
-    subtracting and scaling took three passes over the float batch (about 3x slower).
+    subtracting and scaling would take three passes over the float batch.
     """
     if planar.dtype != torch.uint8 or planar.dim() < 3 or planar.shape[-3] != 3:
         raise ValueError(f"expected uint8 (..., 3, S, S) frames, got {planar.dtype} "

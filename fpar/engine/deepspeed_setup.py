@@ -1,8 +1,10 @@
 """The DeepSpeed configuration and engine for a run: precision, ZeRO stage, accumulation.
 
 Every run, one process or many, goes through ``deepspeed.initialize``. Precision is
-checked before anything starts: fp16 needs a CUDA GPU (DeepSpeed's CPU accelerator
-refuses it only after the process group is up, with a less helpful message).
+resolved and checked before anything starts: ``auto`` becomes bf16 on a GPU that supports
+it, fp16 (with dynamic loss scaling) on an older GPU and fp32 on a CPU; fp16 needs a CUDA
+GPU (DeepSpeed's CPU accelerator refuses it only after the process group is up, with a
+less helpful message).
 """
 
 from __future__ import annotations
@@ -18,6 +20,27 @@ from fpar.config import ConfigError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def resolve_precision(precision: str, cuda_available: bool | None = None,
+                      bf16_supported: bool | None = None) -> str:
+    """The precision a run uses: ``auto`` picks the fastest this machine trains safely.
+
+    Args:
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``; all but ``auto`` pass through.
+        cuda_available: Override of ``torch.cuda.is_available()`` (for tests).
+        bf16_supported: Override of ``torch.cuda.is_bf16_supported()`` (for tests).
+
+    Returns:
+        ``bf16`` on a GPU with bf16, ``fp16`` on other GPUs, ``fp32`` without a GPU.
+    """
+    if precision != "auto":
+        return precision
+    cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
+    if not cuda:
+        return "fp32"
+    bf16 = torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported
+    return "bf16" if bf16 else "fp16"
 
 
 def check_precision(precision: str, zero_stage: int, cuda_available: bool | None = None) -> None:

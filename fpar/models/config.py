@@ -25,10 +25,11 @@ class ModelConfig:
         num_classes: Classifier heads, ``{"verb": 125, "noun": 352}`` on EPIC-55 or
             ``{"class": 61}`` on GTEA-61; one linear head per key, logits under that key.
         backbone: ResNet depth of the RGB (and flow) trunk.
-        pretrained: ImageNet weights: ``"auto"`` loads torchvision's file from the torch hub
-            cache when present (``$TORCH_HOME/hub/checkpoints``) and starts from random
-            weights with a warning otherwise; ``"none"`` always starts from random weights;
-            anything else is the path of a state dict with torchvision's key names.
+        pretrained: ImageNet weights: ``"auto"`` is torchvision's ``IMAGENET1K_V1`` entry,
+            read from the torch hub cache (``$TORCH_HOME/hub/checkpoints``) or downloaded
+            there when online, and an error before training when neither works;
+            ``"none"`` starts from random weights; anything else is the path of a state
+            dict with torchvision's key names.
         input_size: Side of the square crops fed to the model; fixes the MS head's size.
         features_from: Trunk stage whose output feeds the action block. ``"conv4_x"`` cuts
             the trunk after layer3 (cheaper; used for CPU calibration runs).

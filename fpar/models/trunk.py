@@ -1,19 +1,26 @@
 """ResNet trunks built from torchvision's definitions, exposing conv3_x / conv4_x / conv5_x.
 
-ImageNet weights are never downloaded: they come from ``ModelConfig.pretrained`` or from the
-file torchvision itself would have cached, and the trunk starts from random weights (with a
-warning) when neither is there.
+ImageNet weights follow torchvision's weights API: ``model.pretrained: auto`` means
+``ResNet*_Weights.IMAGENET1K_V1``, read from the torch hub cache
+(``$TORCH_HOME/hub/checkpoints``) and downloaded there by torchvision when the file is
+missing and the machine is online. Weights that cannot be had stop the run before it
+starts (:class:`PretrainedWeightsError`); a model starts from random weights only when the
+config says ``pretrained: none``.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
 
 import torch
 import torchvision
 from torch import nn
+from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights, WeightsEnum
 
+from fpar.config import ConfigError
 from fpar.models.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -24,14 +31,29 @@ _CONSTRUCTORS = {
     "resnet50": torchvision.models.resnet50,
 }
 
-#: File names torchvision gives the ImageNet weights in the torch hub cache.
-HUB_FILES = {
-    "resnet18": ("resnet18-f37072fd.pth",),
-    "resnet34": ("resnet34-b627a593.pth",),
-    "resnet50": ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"),
+#: The ImageNet weights ``pretrained: auto`` stands for, per backbone.
+IMAGENET_WEIGHTS: dict[str, WeightsEnum] = {
+    "resnet18": ResNet18_Weights.IMAGENET1K_V1,
+    "resnet34": ResNet34_Weights.IMAGENET1K_V1,
+    "resnet50": ResNet50_Weights.IMAGENET1K_V1,
 }
 
 STATE_DICT = dict[str, torch.Tensor]
+
+
+class PretrainedWeightsError(ConfigError):
+    """ImageNet weights the config asks for that cannot be read or obtained."""
+
+
+def hub_file(backbone: str) -> Path:
+    """Where torchvision keeps the ImageNet file of ``backbone`` (the torch hub cache)."""
+    url = IMAGENET_WEIGHTS[backbone].url
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(url).path).name
+
+
+def download_weights(weights: WeightsEnum) -> None:
+    """Has torchvision download ``weights`` into the torch hub cache (hash checked)."""
+    weights.get_state_dict(progress=False, check_hash=True)
 
 
 def _read_state(path: Path) -> STATE_DICT:
@@ -39,41 +61,70 @@ def _read_state(path: Path) -> STATE_DICT:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a broken file
-        raise ValueError(f"model.pretrained: cannot read {path}: {err}") from err
+        raise PretrainedWeightsError(f"model.pretrained: cannot read {path}: {err}") from err
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict):
-        raise ValueError(f"model.pretrained: {path} does not hold a state dict")
+        raise PretrainedWeightsError(f"model.pretrained: {path} does not hold a state dict")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def imagenet_state(cfg: ModelConfig) -> tuple[STATE_DICT | None, str]:
-    """Finds the ImageNet state dict for ``cfg.backbone`` as ``cfg.pretrained`` says.
+def imagenet_file(cfg: ModelConfig,
+                  fetch: Callable[[WeightsEnum], None] | None = None) -> Path | None:
+    """The weights file ``cfg.pretrained`` names, downloading torchvision's if need be.
+
+    Args:
+        cfg: The model config (``pretrained``: ``auto``, ``none`` or a path).
+        fetch: Downloads a torchvision weights entry into the hub cache (default
+            :func:`download_weights`); called only when ``auto`` finds no cached file.
 
     Returns:
-        ``(state, source)``; state is None when the model starts from random weights.
+        The file, or None for ``pretrained: none``.
 
     Raises:
-        FileNotFoundError: If ``cfg.pretrained`` is a path that does not exist.
+        PretrainedWeightsError: Naming the file and where to put it, when it is missing
+            and cannot be downloaded.
     """
     if cfg.pretrained == "none":
-        return None, "random init (pretrained: none)"
+        return None
     if cfg.pretrained != "auto":
         path = Path(cfg.pretrained).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"model.pretrained: no file at {path}")
-        return _read_state(path), str(path)
-    cache = Path(torch.hub.get_dir()) / "checkpoints"
-    for name in HUB_FILES[cfg.backbone]:
-        if (cache / name).is_file():
-            return _read_state(cache / name), str(cache / name)
-    log.warning(
-        "no ImageNet weights for %s (looked for %s in %s; set model.pretrained to a file): "
-        "starting from random weights",
-        cfg.backbone, " or ".join(HUB_FILES[cfg.backbone]), cache,
-    )
-    return None, "random init (no ImageNet file found)"
+            raise PretrainedWeightsError(f"model.pretrained: no file at {path}")
+        return path
+    path = hub_file(cfg.backbone)
+    if path.is_file():
+        return path
+    weights = IMAGENET_WEIGHTS[cfg.backbone]
+    reason = "the download left no file there"
+    try:
+        (fetch or download_weights)(weights)
+    except Exception as err:  # offline (URLError), timeouts, a bad hash, a full disk
+        reason = f"the download failed: {type(err).__name__}: {err}"
+    if not path.is_file():
+        raise PretrainedWeightsError(
+            f"model.pretrained: auto needs torchvision's {type(weights).__name__}."
+            f"{weights.name} for model.backbone={cfg.backbone} at {path} ({reason}). Put "
+            f"{weights.url} there (the torch hub cache; $TORCH_HOME moves it), set "
+            "model.pretrained to a state-dict file, or model.pretrained=none to start from "
+            "random weights")
+    return path
+
+
+def imagenet_state(cfg: ModelConfig) -> tuple[STATE_DICT | None, str]:
+    """The ImageNet state dict for ``cfg.backbone`` as ``cfg.pretrained`` says.
+
+    Returns:
+        ``(state, source)``; state is None only for ``pretrained: none``.
+
+    Raises:
+        PretrainedWeightsError: See :func:`imagenet_file`; also for an unreadable file.
+    """
+    path = imagenet_file(cfg)
+    if path is None:
+        return None, "random init (pretrained: none)"
+    return _read_state(path), str(path)
 
 
 class ResNetTrunk(nn.Module):
@@ -137,27 +188,28 @@ class ResNetTrunk(nn.Module):
         usual cross-modality initialisation of a flow network.
 
         Raises:
-            ValueError: Naming ``source`` and the keys, if a key is missing or misshapen.
+            PretrainedWeightsError: Naming ``source`` and the keys, if a key is missing or
+                misshapen.
         """
         own = self.state_dict()
         missing = [k for k in own if k not in state]
         if missing:
-            raise ValueError(f"{source}: missing {len(missing)} trunk keys, e.g. {missing[:3]} "
-                             f"(wrong model.backbone?)")
+            raise PretrainedWeightsError(f"{source}: missing {len(missing)} trunk keys, e.g. "
+                                         f"{missing[:3]} (wrong model.backbone?)")
         # Keys the trunk does not use are fine only for parts it drops on purpose (the fc,
         # layer4 of a cut trunk); any other extra key means a deeper network's file.
         dropped = ("fc.",) if self.layer4 is not None else ("fc.", "layer4.")
         extra = [k for k in state if k not in own and not k.startswith(dropped)]
         if extra:
-            raise ValueError(f"{source}: {len(extra)} keys the {self.backbone} trunk does not "
-                             f"have, e.g. {extra[:3]} (wrong model.backbone?)")
+            raise PretrainedWeightsError(f"{source}: {len(extra)} keys the {self.backbone} trunk "
+                                         f"does not have, e.g. {extra[:3]} (wrong model.backbone?)")
         new = {}
         for key, target in own.items():
             value = state[key]
             if key == "conv1.weight" and self.in_channels != value.shape[1]:
                 value = value.mean(dim=1, keepdim=True).repeat(1, self.in_channels, 1, 1)
             if value.shape != target.shape:
-                raise ValueError(
+                raise PretrainedWeightsError(
                     f"{source}: {key} has shape {tuple(value.shape)}, the trunk needs "
                     f"{tuple(target.shape)} (wrong backbone?)"
                 )
