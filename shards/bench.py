@@ -47,7 +47,9 @@ def _toy_segments(args, tmp: Path):
     starts = [1 + i * length // 2 for i in range(args.segments)]
     table = pd.DataFrame({
         "segment_id": [str(i) for i in range(args.segments)], "video_id": "toy", "participant": "P00",
-        "start_frame": starts, "stop_frame": [s + length - 1 for s in starts], "fps": args.fps,
+        "start_frame": starts, "stop_frame": [s + length - 1 for s in starts],
+        "start_time": [(s - 1) / args.fps for s in starts], "stop_time": [(s + length - 1) / args.fps for s in starts],
+        "fps": args.fps,
         "verb_class": 0, "noun_class": 0, "class_id": -1, "split": "bench", "frame_dir": None,
     })
     return table, str(tmp), "epic55"
@@ -89,8 +91,9 @@ def run(args: argparse.Namespace) -> dict:
             video = open_source(unit, args.short_side)
             seconds["open"] += time.perf_counter() - start
             for seg in unit.segments:
-                kept = [f - 1 for f in sample_frames(seg.start_frame, seg.stop_frame, args.frames)]
-                fps = seg.fps or video.fps
+                span = video.timing.span(seg.start_time, seg.stop_time)
+                kept = [f - 1 for f in sample_frames(span.first + 1, span.last + 1, args.frames)]
+                fps = video.fps
                 needed = estimator.required_indices(kept, video.num_frames, fps, args.flow)
                 start = time.perf_counter()
                 decoded = dict(zip(needed, video.read(needed)))

@@ -31,7 +31,7 @@ from fpar.config import ConfigError, from_dict, to_dict
 from fpar.io import atomic_write_json, read_json
 from shards.decode import index_videos
 from shards.motion import MotionConfig
-from shards.schema import DEFAULT_FRAMES, DEFAULT_SHORT_SIDE, JPEG_QUALITY, MANIFEST_NAME, SCHEMA_VERSION, sample_key
+from shards.schema import DEFAULT_FRAMES, DEFAULT_SHORT_SIDE, JPEG_QUALITY, MANIFEST_NAME, SCHEMA_CHANGES, SCHEMA_VERSION, sample_key, segment_id_from_key
 from shards.worker import SegmentTask, WorkerSettings, WorkUnit, run_worker
 from shards.writer import Journal, ShardRecord, recover, sweep
 
@@ -78,6 +78,7 @@ class BuildReport:
     failures: list[dict]
     shards: int
     seconds: float
+    clamped: int = 0  # segments (of the whole folder) whose stop was moved to the video's end
 
     @property
     def ok(self) -> bool:
@@ -90,7 +91,10 @@ def plan_units(segments, cfg: BuildConfig) -> list[WorkUnit]:
     Raises:
         ValueError: when two segments share a sample key (duplicate segment ids).
     """
-    rows = segments.sort_values(["video_id", "start_frame", "stop_frame", "segment_id"], kind="stable")
+    missing = [c for c in ("start_time", "stop_time") if c not in segments.columns]
+    if missing:
+        raise ValueError(f"segment table has no {' or '.join(missing)} column: a segment's frames are found from its time")
+    rows = segments.sort_values(["video_id", "start_time", "stop_time", "segment_id"], kind="stable")
     units: dict[str, WorkUnit] = {}
     keys: dict[str, str] = {}
     for row in rows.itertuples(index=False):
@@ -106,6 +110,7 @@ def plan_units(segments, cfg: BuildConfig) -> list[WorkUnit]:
         unit.segments.append(
             SegmentTask(
                 key, seg_id, video, str(row.participant), int(row.start_frame), int(row.stop_frame),
+                float(row.start_time), float(row.stop_time),
                 float(row.fps), int(row.verb_class), int(row.noun_class), int(row.class_id),
             )
         )
@@ -148,6 +153,12 @@ def _check_state(out: Path, cfg: BuildConfig, fingerprint: str) -> None:
     state = {"schema_version": SCHEMA_VERSION, "params": params, "segments_sha256": fingerprint}
     if path.is_file():
         old = read_json(path)
+        if old.get("schema_version") != SCHEMA_VERSION:
+            raise ConfigError(
+                f"{out} holds a partial build of shard schema v{old.get('schema_version')}, this builder "
+                f"writes v{SCHEMA_VERSION} ({SCHEMA_CHANGES.get(SCHEMA_VERSION, 'another layout')}); "
+                "it cannot be resumed: rebuild with --restart (or another --out)"
+            )
         diffs = [k for k in state if old.get(k) != state[k]]
         if diffs:
             detail = []
@@ -349,6 +360,12 @@ class _Run:
             self.handled[wid].add(msg[2])
             self.written += 1
             self.bar.update(1)
+        elif kind == "rate":
+            note = msg[2]
+            log.warning(
+                "%s runs at %.3f fps, the video-info table says %.3f: frames are taken by the "
+                "file's own timestamps", note["video_id"], note["file_fps"], note["table_fps"],
+            )
         elif kind == "fail":
             self.failures.append(msg[2])
             self.handled[wid].add(sample_key(msg[2]["segment_id"]))
@@ -412,6 +429,10 @@ class _Run:
             self.failures.append({"segment_id": seg.segment_id, "video_id": seg.video_id, "reason": "not written"})
         self.failures.sort(key=lambda f: (f["video_id"], f["segment_id"]))
         shards = sorted(self.records, key=lambda r: r.name)
+        clamped = sorted(segment_id_from_key(k) for r in shards for k in r.clamped)
+        rates = {v: note for r in shards for v, note in r.rates.items()}
+        if clamped:
+            log.info("%d segment(s) stopped past their video's last frame and were clamped to it", len(clamped))
         manifest = {
             "schema_version": SCHEMA_VERSION,
             "dataset": self.cfg.format,
@@ -421,9 +442,13 @@ class _Run:
             "num_samples": sum(r.samples for r in shards),
             "shards": [r.summary() for r in shards],
             "failures": self.failures,
+            "num_clamped": len(clamped),
+            "clamped": clamped,
+            "rate_mismatches": [rates[v] for v in sorted(rates)],
         }
         atomic_write_json(self.out / MANIFEST_NAME, manifest)
         return BuildReport(
             out=self.out, planned=len(planned), written=self.written, already_done=already_done,
             failures=self.failures, shards=len(shards), seconds=time.monotonic() - started,
+            clamped=len(clamped),
         )

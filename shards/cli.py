@@ -70,8 +70,8 @@ def register(subparsers) -> None:
     build.add_argument("--flow-scale", type=float, default=None, help="optical flow runs on frames scaled by this factor instead of --flow-side (0 < f <= 1)")
     build.add_argument("--motion-threshold", type=float, default=None, help="moving if the camera-compensated flow exceeds this fraction of the flow's short side in a comparison (default 0.006)")
     build.add_argument("--motion-votes", type=int, choices=(1, 2), default=None, help="of the two neighbours t-d*step and t+d*step at one distance d, how many must see a point move (default 2)")
-    build.add_argument("--motion-step", type=int, default=None, help="frame spacing unit of the comparisons (default: fps/30 rounded, at least 1)")
-    build.add_argument("--motion-spans", type=parse_spans, default=None, help="comma-separated distances d, in steps, of the compared neighbours t-d*step and t+d*step (default 1,3)")
+    build.add_argument("--motion-step", type=int, default=None, help="frame spacing unit of the comparisons, in frames (default: 1/30 s at the file's real rate)")
+    build.add_argument("--motion-spans", type=parse_spans, default=None, help="comma-separated distances d of the compared neighbours, in 1/30 s (or in --motion-step frames) (default 1,3)")
     build.add_argument("--restart", action="store_true", help="delete an earlier build of this dataset/split in --out and start over")
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
     build.set_defaults(func=run_build)
@@ -124,6 +124,7 @@ def run_build(args: argparse.Namespace) -> int:
         return 2
     print(
         f"{report.out}: {report.written} samples written, {report.already_done} already done, "
+        f"{report.clamped} clamped at their video's end, "
         f"{len(report.failures)} failed of {report.planned} segments; {report.shards} shards; {report.seconds:.1f}s"
     )
     for failure in report.failures[:10]:
@@ -148,6 +149,8 @@ def summarize(shard_dir: str) -> dict:
         "shards": len(manifest["shards"]),
         "bytes": sum(s["bytes"] for s in manifest["shards"]),
         "failed": len(manifest["failures"]),
+        "clamped": manifest.get("num_clamped", 0),
+        "rate_mismatches": manifest.get("rate_mismatches", []),
         "params": manifest["params"],
         "failures": manifest["failures"],
     }
@@ -167,7 +170,12 @@ def run_info(args: argparse.Namespace) -> int:
         return 0
     params = summary["params"]
     print(f"{summary['dir']}: {summary['dataset']} {summary['split']}, schema v{summary['schema_version']}")
-    print(f"  samples {summary['samples']} of {summary['segments']} segments, {summary['failed']} failed")
+    print(
+        f"  samples {summary['samples']} of {summary['segments']} segments, {summary['failed']} failed, "
+        f"{summary['clamped']} clamped at their video's end"
+    )
+    for note in summary["rate_mismatches"]:
+        print(f"  {note['video_id']}: file runs at {note['file_fps']} fps, video-info table {note['table_fps']}")
     print(f"  shards {summary['shards']}, {summary['bytes'] / 1e6:.1f} MB")
     print(
         f"  frames {params.get('frames')} at short side {params.get('short_side')}, flow {params.get('flow')}, "

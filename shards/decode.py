@@ -1,7 +1,8 @@
 """Frame-accurate access to source videos (decord) and frame folders (GTEA-61).
 
 A source is opened once per video and serves every segment of it. Frames are addressed by
-0-based decoded index; the annotations' 1-based frame number f is index f - 1. Videos are
+0-based decoded index, and each source knows when every frame is shown (``timing``), which is
+how a segment's annotated time becomes indices (:mod:`shards.timing`). Videos are
 read with decord's ``get_batch`` on explicit indices, which seeks exactly (decoding from the
 previous key frame) rather than by timestamp, and decord scales to the stored size while
 converting colours, which is cheaper than converting full-size frames and resizing them.
@@ -16,6 +17,8 @@ from typing import Iterable, Protocol, Sequence
 import cv2
 import numpy as np
 
+from shards.timing import FrameTimes
+
 VIDEO_EXTENSIONS = (".mp4",)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -25,11 +28,12 @@ class DecodeError(RuntimeError):
 
 
 class FrameSource(Protocol):
-    """What the builder needs from a video: its length and exact frames at the stored size."""
+    """What the builder needs from a video: its frames' times and exact frames at the stored size."""
 
     path: Path
     num_frames: int
-    fps: float
+    fps: float  # the file's real rate, from its frame timestamps
+    timing: FrameTimes
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         """Returns uint8 RGB frames (n, H, W, 3) at 0-based ``indices`` (any order, repeats ok)."""
@@ -76,7 +80,6 @@ class DecordVideo:
                 str(self.path), ctx=decord.cpu(0), width=self.width, height=self.height, num_threads=threads
             )
             self.num_frames = len(self._reader)
-            self.fps = float(self._reader.get_avg_fps())
             if self.num_frames > 0 and not self._scales_correctly():
                 # decord2 3.4 returns 4-channel frames for some output sizes (e.g. 96x64,
                 # 96x72); decode at the native size and resize with OpenCV instead.
@@ -86,6 +89,16 @@ class DecordVideo:
             raise DecodeError(f"{self.path}: cannot open with decord: {_short(err)}") from err
         if self.num_frames <= 0:
             raise DecodeError(f"{self.path}: no decodable frames")
+        self.timing = self._frame_times()
+        self.fps = self.timing.fps
+
+    def _frame_times(self) -> FrameTimes:
+        """Each frame's presentation time from the stream's own time base (not a nominal fps)."""
+        try:
+            stamps = self._reader.get_frame_timestamp(np.arange(self.num_frames))
+            return FrameTimes(stamps[:, 0], float(stamps[-1, 1]))
+        except Exception as err:  # decord errors, or timestamps that do not increase
+            raise DecodeError(f"{self.path}: unusable frame timestamps: {_short(err)}") from err
 
     def _scales_correctly(self) -> bool:
         try:
@@ -116,8 +129,134 @@ class DecordVideo:
         return _unique_read(indices, read_sorted)
 
 
+def has_leading_frames(path: Path, packets: int = 600) -> bool:
+    """Whether frames follow a key frame in decode order but precede it on screen.
+
+    Open-GOP HEVC and MPEG-4 files do this; decord then counts the key frame's position in
+    decode order as its frame index and seeks to the wrong frames (off by the leading
+    frames, silently). Encoders keep one GOP structure per file, so the first ``packets``
+    packets tell.
+    """
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            key_pts = None
+            for n, packet in enumerate(container.demux(stream)):
+                if packet.pts is None:
+                    continue
+                if packet.is_keyframe:
+                    key_pts = packet.pts
+                elif key_pts is not None and packet.pts < key_pts:
+                    return True
+                if n >= packets:
+                    break
+    except Exception as err:  # PyAV raises many error classes for broken files
+        raise DecodeError(f"{path}: cannot read packets: {_short(err)}") from err
+    return False
+
+
+class PyAVVideo:
+    """A video decoded with PyAV, each frame found by its presentation timestamp.
+
+    Exact where decord's index is not (:func:`has_leading_frames`): it seeks to the key
+    frame before the first wanted frame and decodes forward, keeping frames by pts.
+    """
+
+    def __init__(self, path: str | Path, short_side: int, threads: int = 1):
+        import av
+
+        self.path = Path(path)
+        try:
+            self._container = av.open(str(self.path))
+            self._stream = self._container.streams.video[0]
+            self._stream.thread_count = max(1, threads)
+            ctx = self._stream.codec_context
+            self.height, self.width = stored_size(int(ctx.height), int(ctx.width), short_side)
+            pts, durations = [], []
+            for packet in self._container.demux(self._stream):
+                if packet.pts is not None and packet.size > 0:
+                    pts.append(int(packet.pts))
+                    durations.append(int(packet.duration or 0))
+        except DecodeError:
+            raise
+        except Exception as err:  # PyAV raises many error classes for broken files
+            raise DecodeError(f"{self.path}: cannot open with PyAV: {_short(err)}") from err
+        if not pts:
+            raise DecodeError(f"{self.path}: no decodable frames")
+        order = np.argsort(pts, kind="stable")
+        self._pts = np.asarray(pts, np.int64)[order]
+        self._index = {int(p): i for i, p in enumerate(self._pts)}
+        base = float(self._stream.time_base)
+        last = max(int(np.asarray(durations)[order][-1]), int(np.median(np.diff(self._pts))) if len(pts) > 1 else 1)
+        try:
+            self.timing = FrameTimes(self._pts * base, (self._pts[-1] + last) * base)
+        except ValueError as err:
+            raise DecodeError(f"{self.path}: unusable frame timestamps: {err}") from err
+        self.num_frames = len(self._pts)
+        self.fps = self.timing.fps
+
+    def _decode_from(self, start: int, first: int, wanted: set[int], out: dict[int, np.ndarray]) -> None:
+        """Seeks to the key frame before frame ``start`` and decodes forward until every
+        wanted frame from ``first`` on has been seen (or the file ends)."""
+        self._container.seek(int(self._pts[start]), stream=self._stream, backward=True, any_frame=False)
+        last = max(wanted)
+        for frame in self._container.decode(self._stream):
+            index = self._index.get(int(frame.pts)) if frame.pts is not None else None
+            if index is None or index < first:
+                continue
+            if index in wanted and index not in out:
+                image = frame.to_ndarray(format="rgb24")
+                if image.shape[:2] != (self.height, self.width):
+                    image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
+                out[index] = image
+            if index >= last:
+                return
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        bad = [i for i in indices if i < 0 or i >= self.num_frames]
+        if bad:
+            raise DecodeError(f"{self.path}: frame index {bad[0]} outside 0..{self.num_frames - 1}")
+
+        def read_sorted(unique: list[int]) -> np.ndarray:
+            out: dict[int, np.ndarray] = {}
+            try:
+                # A seek may land on a key frame after which the first wanted frame is a
+                # leading frame that cannot be decoded: seek further back until it is found.
+                back = 0
+                while len(out) < len(unique):
+                    missing = [i for i in unique if i not in out]
+                    start = max(0, missing[0] - back)
+                    self._decode_from(start, missing[0], set(missing), out)
+                    if missing[0] not in out:
+                        if start == 0:
+                            break
+                        back = max(16, 4 * back)
+            except Exception as err:  # PyAV decoding errors
+                raise DecodeError(f"{self.path}: decoding frames {unique[0]}..{unique[-1]} failed: {_short(err)}") from err
+            lost = [i for i in unique if i not in out]
+            if lost:
+                raise DecodeError(f"{self.path}: frame {lost[0]} could not be decoded")
+            return np.stack([out[i] for i in unique])
+
+        return _unique_read(indices, read_sorted)
+
+
+def open_video(path: str | Path, short_side: int, threads: int = 1):
+    """decord where its frame index is exact, PyAV (by timestamps) where it is not."""
+    path = Path(path)
+    if has_leading_frames(path):
+        return PyAVVideo(path, short_side, threads)
+    return DecordVideo(path, short_side, threads)
+
+
 class FrameFolder:
-    """A folder of numbered frame images (GTEA-61 layout), read in file-name order."""
+    """A folder of numbered frame images (GTEA-61 layout), read in file-name order.
+
+    Image files carry no time: frame i is shown at i / fps, so a segment's time maps back to
+    the folder's own numbering.
+    """
 
     def __init__(self, path: str | Path, short_side: int, fps: float = 30.0):
         self.path = Path(path)
@@ -130,6 +269,7 @@ class FrameFolder:
         self.height, self.width = stored_size(first.shape[0], first.shape[1], short_side)
         self.num_frames = len(self._files)
         self.fps = float(fps)
+        self.timing = FrameTimes.uniform(self.num_frames, self.fps)
 
     def _load(self, index: int, resize: bool = True) -> np.ndarray:
         image = cv2.imread(str(self._files[index]), cv2.IMREAD_COLOR)

@@ -3,8 +3,8 @@
 The idea follows Improved Dense Trajectories: the camera's motion between two frames is a
 homography, fitted robustly (RANSAC) to the dense optical flow; what remains once it is
 removed (the residual or "warp") flow is the motion of things in the world. Frame t is
-compared with its neighbours t - d*step and t + d*step for each distance d of ``spans``;
-all those flows start from frame t, so they agree on the same pixel grid. A point is
+compared with its neighbours d/30 s before and after it for each distance d of ``spans``,
+counted in the raw file's frames at its real rate (:meth:`MotionConfig.offsets`); all those flows start from frame t, so they agree on the same pixel grid. A point is
 *moving* when, at some distance, both neighbours (``min_votes`` = 2) see a residual above a
 threshold (a fraction of the image size).
 
@@ -46,8 +46,8 @@ class MotionConfig:
     method: Literal["dis", "farneback"] = "dis"
     flow_side: int = 160  # flow runs on frames scaled to this short side (never enlarged)
     flow_scale: float = 0.0  # > 0: flow runs on frames scaled by this factor instead
-    step: int = 0  # frame spacing unit; 0: round(fps / 30), at least 1 (adjacent frames at 30 fps)
-    spans: tuple[int, ...] = (1, 3)  # frame t is compared with t - d * step and t + d * step
+    step: int = 0  # frame spacing unit; 0: 1/30 s in the file's frames at its real rate
+    spans: tuple[int, ...] = (1, 3)  # frame t is compared with its neighbours d steps away
     min_votes: int = 2  # of the two comparisons at one distance d, how many must exceed
     threshold: float = 0.006  # residual magnitude, as a fraction of the flow's short side
     ransac_px: float = 1.0  # RANSAC inlier distance in flow pixels
@@ -71,8 +71,20 @@ class MotionConfig:
             raise ValueError(f"min_votes must be 1 or 2 (of the two neighbours at one distance), got {self.min_votes}")
 
     def frame_step(self, fps: float) -> int:
-        """Frames between compared frames for a video of ``fps``."""
-        return self.step if self.step > 0 else max(1, int(round((fps or 30.0) / 30.0)))
+        """Frames of a file at ``fps`` between the frames of one warp-flow pair (1/30 s)."""
+        return self.step if self.step > 0 else max(1, int(round(fps / 30.0)))
+
+    def offsets(self, fps: float) -> list[int]:
+        """Frames of a file at ``fps`` from frame t to its neighbours at each distance of spans.
+
+        With ``step`` 0 each distance d is d/30 s rounded to the file's frames on its own, so
+        that the ~1/10 s comparison stays ~1/10 s at 47.95 or 50 fps (5 frames, not 6).
+        """
+        if not fps > 0:
+            raise ValueError(f"frame rate must be positive, got {fps}")
+        if self.step > 0:
+            return [d * self.step for d in self.spans]
+        return [max(1, int(round(d * fps / 30.0))) for d in self.spans]
 
     def scale_for(self, height: int, width: int) -> float:
         """The factor frames of this size are scaled by before optical flow."""
@@ -151,22 +163,20 @@ class MotionEstimator:
     def required_indices(self, kept: Sequence[int], num_frames: int, fps: float, with_flow: bool) -> list[int]:
         """Every 0-based frame index needed for the kept frames (kept ones included)."""
         needed = set(int(k) for k in kept)
-        step = self.config.frame_step(fps)
+        offsets, step = self.config.offsets(fps), self.config.frame_step(fps)
         for k in kept:
-            needed.update(n for n in self._neighbours(int(k), num_frames, step))
+            needed.update(n for pair in self._pairs(int(k), num_frames, offsets) for n in pair)
             if with_flow:
                 for a, b in self._flow_pairs(int(k), num_frames, step):
                     needed.update((a, b))
         return sorted(needed)
 
-    def _neighbours(self, k: int, num_frames: int, step: int) -> list[int]:
-        return [n for pair in self._pairs(k, num_frames, step) for n in pair]
-
-    def _pairs(self, k: int, num_frames: int, step: int) -> list[list[int]]:
-        """The neighbours of ``k`` at each distance of ``spans`` (one side at the video's ends)."""
+    @staticmethod
+    def _pairs(k: int, num_frames: int, offsets: Sequence[int]) -> list[list[int]]:
+        """The neighbours of ``k`` at each offset (one side at the video's ends)."""
         pairs = []
-        for d in self.config.spans:
-            pair = [n for n in (k - d * step, k + d * step) if 0 <= n < num_frames]
+        for d in offsets:
+            pair = [n for n in (k - d, k + d) if 0 <= n < num_frames]
             if pair:
                 pairs.append(pair)
         return pairs
@@ -203,7 +213,7 @@ class MotionEstimator:
                 index of :meth:`required_indices`.
             kept: The kept frames' 0-based indices (M of them, repeats allowed).
             num_frames: Frames in the video.
-            fps: The video's frame rate (sets the default step).
+            fps: The file's real frame rate (sets the comparisons' distances in frames).
             with_flow: Also return the 5 stacked x/y warp-flow pairs around each kept frame.
 
         Returns:
@@ -212,7 +222,7 @@ class MotionEstimator:
             in pixels of the stored frames, or None.
         """
         cfg = self.config
-        step = cfg.frame_step(fps)
+        offsets, step = cfg.offsets(fps), cfg.frame_step(fps)
         height, width = next(iter(frames.values())).shape[:2]
         scale = cfg.scale_for(height, width)
         small_size = (max(8, int(round(width * scale))), max(8, int(round(height * scale))))
@@ -236,7 +246,7 @@ class MotionEstimator:
         maps = np.zeros((len(kept), map_size[1], map_size[0]), np.uint8)
         flows = None
         for row, k in enumerate(int(k) for k in kept):
-            pairs = self._pairs(k, num_frames, step)
+            pairs = self._pairs(k, num_frames, offsets)
             if pairs:
                 moving = np.zeros(gray(k).shape, bool)
                 for pair in pairs:

@@ -6,9 +6,11 @@ plain tar file; each annotated segment is one sample made of these members (``KE
 
 ``KEY.json``
     The record: dataset, segment_id, video_id, participant, verb_class, noun_class,
-    class_id (-1 = no label), fps, start_frame, stop_frame, frame_indices (the 1-based source
-    frame numbers kept, in annotation numbering), frame_size [H, W], motion_size [h, w] and,
-    with flow, flow_size [H', W'] and flow_bound.
+    class_id (-1 = no label), start_frame and stop_frame as the annotations wrote them,
+    start_time and stop_time (seconds: the segment's time, which chose the frames), fps (the
+    raw file's real rate), native_frames (the 0-based indices of the raw file's frames kept),
+    frame_times (their times, s), clamped (the stop lay past the last decodable frame),
+    frame_size [H, W], motion_size [h, w] and, with flow, flow_size [H', W'] and flow_bound.
 ``KEY.frames.jpgs``
     The M kept frames as one *image pack* (below) of RGB JPEGs (quality ~90), resized to the
     build's short side.
@@ -44,7 +46,12 @@ import numpy as np
 
 from fpar.io import read_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# What each version changed, for the message that refuses a folder of another version.
+SCHEMA_CHANGES = {
+    2: "frames are taken from each segment's time through the raw file's own timestamps; "
+    "v1 indexed raw videos with the annotations' frame numbers, wrong on videos not at ~60 fps",
+}
 DEFAULT_FRAMES = 32
 DEFAULT_SHORT_SIDE = 256
 MAP_STRIDE = 4
@@ -270,7 +277,16 @@ def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
         raise SchemaError(str(err)) from err
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise SchemaError(f"{path}: schema version {version}, this code reads {SCHEMA_VERSION}; rebuild the shards")
+        if isinstance(version, int) and version > SCHEMA_VERSION:
+            raise SchemaError(
+                f"{path}: shard schema version {version} is newer than this fpar reads ({SCHEMA_VERSION}); "
+                "upgrade fpar, or rebuild the shards with this one (fpar shards build ... --restart)"
+            )
+        raise SchemaError(
+            f"{path}: shard schema version {version}, this code reads {SCHEMA_VERSION} "
+            f"({SCHEMA_CHANGES.get(SCHEMA_VERSION, 'another layout')}); rebuild the shards "
+            "(fpar shards build ... --restart)"
+        )
     for key in ("shards", "num_samples", "failures", "params"):
         if key not in manifest:
             raise SchemaError(f"{path}: missing key '{key}'")

@@ -98,31 +98,49 @@ def _bounce(pos: np.ndarray, span: np.ndarray) -> np.ndarray:
     return np.where(folded > span, period - folded, folded)
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float = 30.0, gop: int = 12) -> Path:
-    """Encodes RGB frames as H.264 (with B-frames) in an MP4 file using PyAV.
+# Encoder options per codec: B-frames where the codec has them, so that decoding order and
+# presentation order differ as in camera files.
+_CODEC_OPTIONS = {
+    "libx264": {"crf": "18", "bf": "2", "preset": "veryfast"},
+    "libx265": {"crf": "20", "bframes": "2", "preset": "ultrafast", "log-level": "error"},
+    "mpeg4": {"qscale": "3", "bf": "2"},
+}
+
+
+def write_video(
+    path: str | Path, frames, fps: float = 30.0, gop: int = 12, codec: str = "libx264",
+    size: tuple[int, int] | None = None,
+) -> Path:
+    """Encodes RGB frames in an MP4 file using PyAV (H.264 by default, with B-frames).
 
     Args:
         path: Output file (.mp4 / .MP4).
-        frames: uint8 RGB frames (T, H, W, 3); H and W must be even.
-        fps: Frame rate written in the container.
+        frames: uint8 RGB frames (T, H, W, 3), or an iterable of (H, W, 3) frames (then
+            ``size`` gives (H, W)); H and W must be even.
+        fps: Frame rate written in the container (59.94 and kin as their exact fractions).
         gop: Key-frame interval, small so that seeking is exercised.
+        codec: "libx264", "libx265" (HEVC) or "mpeg4" (MPEG-4 Part 2).
 
     Returns:
         The path written.
     """
     import av
-    from fractions import Fraction
 
+    from shards.synth.video import exact_rate
+
+    if codec not in _CODEC_OPTIONS:
+        raise ValueError(f"codec must be one of {', '.join(_CODEC_OPTIONS)}, got {codec!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rate = Fraction(fps).limit_denominator(1001)
+    height, width = size if size is not None else frames.shape[1:3]
     with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width = frames.shape[2]
-        stream.height = frames.shape[1]
-        stream.pix_fmt = "yuv420p"
+        stream = container.add_stream(codec, rate=exact_rate(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.gop_size = gop
-        stream.codec_context.options = {"crf": "18", "bf": "2", "preset": "veryfast"}
+        options = dict(_CODEC_OPTIONS[codec])
+        if codec == "libx265":
+            options["x265-params"] = f"keyint={gop}:log-level=error"
+        stream.codec_context.options = options
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())

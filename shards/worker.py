@@ -6,6 +6,8 @@ results go back to the main process as tuples on a result queue:
 - ``("ready", wid)``: started up;
 - ``("unit", wid, unit_id)``: started a unit;
 - ``("ok", wid, key)``: a sample was added to this worker's open shard;
+- ``("rate", wid, {video_id, table_fps, file_fps})``: the video's real rate disagrees with
+  the annotations' video-info table by more than :data:`RATE_TOLERANCE` (once per video);
 - ``("fail", wid, {segment_id, video_id, reason})``: a segment was skipped;
 - ``("shard", wid, ShardRecord)``: a shard was completed and renamed;
 - ``("unit_done", wid, unit_id)``; ``("exit", wid)`` after its last shard.
@@ -25,10 +27,14 @@ from typing import Any
 import cv2
 import numpy as np
 
-from shards.decode import DecodeError, DecordVideo, FrameFolder, sample_frames
+from shards.decode import DecodeError, FrameFolder, open_video, sample_frames
 from shards.motion import MotionConfig, MotionEstimator
 from shards.schema import SchemaError, encode_sample
+from shards.timing import SegmentOutside
 from shards.writer import ShardWriter, name_allocator
+
+# A file whose real rate differs from the video-info table's by more than this is reported.
+RATE_TOLERANCE = 0.01
 
 
 @dataclass
@@ -39,9 +45,11 @@ class SegmentTask:
     segment_id: str
     video_id: str
     participant: str
-    start_frame: int
+    start_frame: int  # as the annotations number it (EPIC: the frame release's frames)
     stop_frame: int
-    fps: float
+    start_time: float  # seconds: what decides the frames taken from the raw file
+    stop_time: float
+    fps: float  # the annotations' rate for the video (video-info table), cross-checked
     verb_class: int
     noun_class: int
     class_id: int
@@ -87,19 +95,24 @@ def open_source(unit: WorkUnit, short_side: int, threads: int = 1):
     if unit.kind == "folder":
         fps = unit.segments[0].fps if unit.segments else 30.0
         return FrameFolder(unit.source, short_side, fps=fps)
-    return DecordVideo(unit.source, short_side, threads=threads)
+    return open_video(unit.source, short_side, threads=threads)
 
 
-def make_sample(source, seg: SegmentTask, settings: WorkerSettings, estimator: MotionEstimator) -> dict[str, bytes]:
-    """Decodes, computes motion (and flow) and encodes one segment's sample members."""
-    if seg.start_frame < 1 or seg.stop_frame > source.num_frames:
-        raise DecodeError(
-            f"segment frames {seg.start_frame}..{seg.stop_frame} outside the video "
-            f"({source.num_frames} decodable frames)"
-        )
-    kept_numbers = sample_frames(seg.start_frame, seg.stop_frame, settings.frames)
-    kept = [f - 1 for f in kept_numbers]
-    fps = seg.fps if seg.fps and seg.fps > 0 else source.fps
+def make_sample(
+    source, seg: SegmentTask, settings: WorkerSettings, estimator: MotionEstimator
+) -> tuple[dict[str, bytes], bool]:
+    """Decodes, computes motion (and flow) and encodes one segment's sample members.
+
+    Returns:
+        ``(members, clamped)``: clamped when the segment's stop lay past the last
+        decodable frame and was moved to it.
+    """
+    try:
+        span = source.timing.span(seg.start_time, seg.stop_time)
+    except SegmentOutside as err:
+        raise DecodeError(str(err)) from None
+    kept = [f - 1 for f in sample_frames(span.first + 1, span.last + 1, settings.frames)]
+    fps = source.fps
     needed = estimator.required_indices(kept, source.num_frames, fps, settings.flow)
     decoded = dict(zip(needed, source.read(needed)))
     motion, flow = estimator.compute(decoded, kept, source.num_frames, fps, settings.flow)
@@ -113,12 +126,24 @@ def make_sample(source, seg: SegmentTask, settings: WorkerSettings, estimator: M
         "verb_class": seg.verb_class,
         "noun_class": seg.noun_class,
         "class_id": seg.class_id,
-        "fps": fps,
+        "fps": round(fps, 6),
         "start_frame": seg.start_frame,
         "stop_frame": seg.stop_frame,
-        "frame_indices": kept_numbers,
+        "start_time": seg.start_time,
+        "stop_time": seg.stop_time,
+        "native_frames": kept,
+        "frame_times": source.timing.times(kept),
+        "clamped": span.clamped,
     }
-    return encode_sample(meta, frames, motion, flow, jpeg_quality=settings.jpeg_quality)
+    return encode_sample(meta, frames, motion, flow, jpeg_quality=settings.jpeg_quality), span.clamped
+
+
+def rate_mismatch(source, unit: WorkUnit) -> dict | None:
+    """The report of a video whose real rate disagrees with its annotated one, or None."""
+    table = unit.segments[0].fps if unit.segments else 0.0
+    if unit.kind != "video" or not table > 0 or abs(source.fps / table - 1.0) <= RATE_TOLERANCE:
+        return None
+    return {"video_id": unit.video_id, "table_fps": table, "file_fps": round(source.fps, 4)}
 
 
 def run_worker(wid: int, settings: WorkerSettings, tasks, results, counter) -> None:
@@ -166,10 +191,13 @@ def _run_unit(wid, unit, settings, estimator, writer, results, check_parent) -> 
         for seg in unit.segments:
             fail(seg, str(err))
         return
+    mismatch = rate_mismatch(source, unit)
+    if mismatch:
+        results.put(("rate", wid, mismatch))
     for seg in unit.segments:
         check_parent()
         try:
-            members = make_sample(source, seg, settings, estimator)
+            members, clamped = make_sample(source, seg, settings, estimator)
         except (DecodeError, SchemaError, ValueError, cv2.error) as err:
             fail(seg, str(err))
             continue
@@ -179,5 +207,5 @@ def _run_unit(wid, unit, settings, estimator, writer, results, check_parent) -> 
             fail(seg, f"unexpected {type(err).__name__}: {err}")
             continue
         check_parent()
-        writer.write(seg.key, members)
+        writer.write(seg.key, members, clamped=clamped, rate=mismatch)
         results.put(("ok", wid, seg.key))

@@ -37,6 +37,8 @@ class ShardRecord:
     bytes: int
     sha256: str
     keys: list[str] = field(default_factory=list)
+    clamped: list[str] = field(default_factory=list)  # keys whose stop was past the video's end
+    rates: dict[str, dict] = field(default_factory=dict)  # video id -> its rate mismatch report
 
     def summary(self) -> dict:
         """The manifest's entry (without the key list)."""
@@ -95,14 +97,20 @@ class ShardWriter:
         self._hash: _HashingFile | None = None
         self._name = ""
         self._keys: list[str] = []
+        self._clamped: list[str] = []
+        self._rates: dict[str, dict] = {}
 
     @staticmethod
     def sample_bytes(key: str, members: dict[str, bytes]) -> int:
         """Bytes a sample takes in a tar (headers and padding to 512-byte blocks)."""
         return sum(512 + (len(data) + 511) // 512 * 512 for data in members.values())
 
-    def write(self, key: str, members: dict[str, bytes]) -> None:
-        """Adds one sample: ``KEY.EXT`` members in a fixed order, with fixed metadata."""
+    def write(self, key: str, members: dict[str, bytes], clamped: bool = False, rate: dict | None = None) -> None:
+        """Adds one sample: ``KEY.EXT`` members in a fixed order, with fixed metadata.
+
+        ``clamped`` and ``rate`` (a rate mismatch report of the sample's video) are kept in
+        the shard's record, so that a resumed build still counts them.
+        """
         size = self.sample_bytes(key, members)
         if self._tar is not None and self._keys and self._hash.size + size > self.target_bytes:
             self.finish()
@@ -116,13 +124,17 @@ class ShardWriter:
             info.mtime = 0
             self._tar.addfile(info, io.BytesIO(data))
         self._keys.append(key)
+        if clamped:
+            self._clamped.append(key)
+        if rate:
+            self._rates[rate["video_id"]] = rate
 
     def _open(self) -> None:
         self._name = self.next_name()
         self._file = open(self._tmp_path, "wb")
         self._hash = _HashingFile(self._file)
         self._tar = tarfile.open(fileobj=self._hash, mode="w", format=tarfile.PAX_FORMAT)
-        self._keys = []
+        self._keys, self._clamped, self._rates = [], [], {}
 
     @property
     def _tmp_path(self) -> Path:
@@ -139,7 +151,10 @@ class ShardWriter:
         if self.before_rename is not None:
             self.before_rename()
         os.replace(self._tmp_path, self.out_dir / self._name)
-        record = ShardRecord(self._name, len(self._keys), self._hash.size, self._hash.sha.hexdigest(), self._keys)
+        record = ShardRecord(
+            self._name, len(self._keys), self._hash.size, self._hash.sha.hexdigest(), self._keys,
+            self._clamped, self._rates,
+        )
         self._tar = self._file = self._hash = None
         self.on_finished(record)
         return record

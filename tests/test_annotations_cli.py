@@ -48,7 +48,7 @@ def test_egtea_summary_table(capsys, real_annotations):
 def test_small_set_lists_participants(capsys, tmp_path):
     (tmp_path / "EPIC_test_s2_timestamps.csv").write_text(
         "uid,participant_id,video_id,start_timestamp,stop_timestamp,start_frame,stop_frame\n"
-        "1,P09,P09_01,0,0,1,10\n2,P11,P11_01,0,0,5,9\n"
+        "1,P09,P09_01,00:00:00.00,00:00:01.00,1,10\n2,P11,P11_01,00:00:00.00,00:00:01.00,5,9\n"
     )
     code, out, _ = run(capsys, "--format", "epic55", "--annotations", str(tmp_path))
     assert code == 0

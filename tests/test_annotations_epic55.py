@@ -118,12 +118,12 @@ def test_test_labels_file_is_preferred(tmp_path):
     _write(
         tmp_path / "EPIC_test_s1_timestamps.csv",
         "uid,participant_id,video_id,start_timestamp,stop_timestamp,start_frame,stop_frame",
-        ["7,P01,P01_05,0,0,1,50"],
+        ["7,P01,P01_05,00:00:00.00,00:00:01.00,1,50"],
     )
     _write(
         tmp_path / "EPIC_test_s1_labels.csv",
         TRAIN_HEADER,
-        ["7,P01,P01_05,open tap,0,0,1,50,open,2,tap,3,['tap'],[3]"],
+        ["7,P01,P01_05,open tap,00:00:00.00,00:00:01.00,1,50,open,2,tap,3,['tap'],[3]"],
     )
     _write(tmp_path / "EPIC_video_info.csv", "video,resolution,duration,fps", ["P01_05,1x1,9,30"])
     table = load_segments("epic55", tmp_path, "s1", require_labels=True)
@@ -134,8 +134,8 @@ def test_test_labels_file_is_preferred(tmp_path):
 
 def test_fps_video_missing_from_table_is_named(tmp_path):
     _write(tmp_path / "EPIC_train_action_labels.csv", TRAIN_HEADER,
-           ["0,P01,P01_01,x,0,0,1,5,open,2,tap,3,[],[]",
-            "1,P02,P02_09,x,0,0,1,5,open,2,tap,3,[],[]"])
+           ["0,P01,P01_01,x,00:00:00.00,00:00:01.00,1,5,open,2,tap,3,[],[]",
+            "1,P02,P02_09,x,00:00:00.00,00:00:01.00,1,5,open,2,tap,3,[],[]"])
     _write(tmp_path / "EPIC_video_info.csv", "video,resolution,duration,fps", ["P01_01,1x1,9,60"])
     with pytest.raises(AnnotationError) as err:
         load_segments("epic55", tmp_path, "train")
@@ -145,7 +145,7 @@ def test_fps_video_missing_from_table_is_named(tmp_path):
 
 def test_fps_table_absent_falls_back_with_warning(tmp_path, caplog):
     _write(tmp_path / "EPIC_train_action_labels.csv", TRAIN_HEADER,
-           ["0,P01,P01_01,x,0,0,1,5,open,2,tap,3,[],[]"])
+           ["0,P01,P01_01,x,00:00:00.00,00:00:01.00,1,5,open,2,tap,3,[],[]"])
     with caplog.at_level(logging.WARNING):
         table = load_segments("epic55", tmp_path, "train")
     assert table["fps"].tolist() == [60.0]

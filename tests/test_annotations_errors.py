@@ -10,7 +10,7 @@ HEADER = (
     "uid,participant_id,video_id,narration,start_timestamp,stop_timestamp,start_frame,"
     "stop_frame,verb,verb_class,noun,noun_class,all_nouns,all_noun_classes"
 )
-GOOD = "{uid},P01,P01_01,open tap,0,0,{start},{stop},open,{verb},tap,{noun},['tap'],[3]"
+GOOD = "{uid},P01,P01_01,open tap,00:00:00.00,00:00:01.00,{start},{stop},open,{verb},tap,{noun},['tap'],[3]"
 
 
 def row(uid, start=1, stop=10, verb=2, noun=3):
@@ -108,7 +108,7 @@ def test_require_labels_on_timestamps_file(tmp_path):
     path = tmp_path / "EPIC_test_s2_timestamps.csv"
     path.write_text(
         "uid,participant_id,video_id,start_timestamp,stop_timestamp,start_frame,stop_frame\n"
-        "3,P09,P09_01,0,0,1,9\n"
+        "3,P09,P09_01,00:00:00.00,00:00:01.00,1,9\n"
     )
     table = load_segments("epic55", tmp_path, "s2")
     assert table["verb_class"].tolist() == [-1]

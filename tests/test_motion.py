@@ -89,11 +89,20 @@ def test_required_frames_stay_inside_the_video():
     needed = estimator.required_indices([0, 10, 19], 20, 30.0, with_flow=True)
     assert min(needed) == 0 and max(needed) == 19
     assert {8, 12, 4, 16, 2, 6, 17, 13}.issubset(needed)
-    assert estimator._pairs(10, 20, 2) == [[8, 12], [4, 16]]
-    assert estimator._pairs(19, 20, 2) == [[17], [13]]  # one side only at the video's end
+    assert estimator._pairs(10, 20, [2, 6]) == [[8, 12], [4, 16]]
+    assert estimator._pairs(19, 20, [2, 6]) == [[17], [13]]  # one side only at the video's end
     assert estimator._flow_pairs(0, 20, 2) == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]
     assert estimator._flow_pairs(19, 20, 2)[-1] == (17, 19)
     assert MotionConfig().frame_step(59.94) == 2 and MotionConfig().frame_step(25.0) == 1
+
+
+def test_comparison_distances_are_times_at_the_files_real_rate():
+    # Adjacent frames and ~1/10 s at every rate EPIC's raw videos use.
+    offsets = {fps: MotionConfig().offsets(fps) for fps in (29.97, 47.95, 50.0, 59.94, 90.0)}
+    assert offsets == {29.97: [1, 3], 47.95: [2, 5], 50.0: [2, 5], 59.94: [2, 6], 90.0: [3, 9]}
+    for fps, (near, far) in offsets.items():
+        assert abs(far / fps - 0.1) <= 0.5 / fps  # the 1/10 s comparison, to the nearest frame
+    assert MotionConfig(step=4).offsets(90.0) == [4, 12]  # an explicit step is in frames
 
 
 def test_flow_runs_at_the_configured_short_side():

@@ -87,10 +87,11 @@ def test_reader_gets_schema_shapes_and_motion_matches_the_true_masks(kitchens, b
         assert sample["motion"].shape == (FRAMES, height // MAP_STRIDE, width // MAP_STRIDE)
         assert sample["flow"].shape == (FRAMES, FLOW_CHANNELS, height, width)
         assert (meta["verb_class"], meta["noun_class"]) == (row.verb_class, row.noun_class)
-        assert meta["frame_indices"][0] >= row.start_frame and meta["frame_indices"][-1] <= row.stop_frame
+        times = np.array(meta["frame_times"])
+        assert times[0] >= row.start_time - 1 / meta["fps"] and times[-1] < row.stop_time
         masks = np.load(kitchens / "masks" / f"{meta['video_id']}.npz")["mask"]
-        for position, frame in enumerate(meta["frame_indices"]):
-            truth = cv2.resize(masks[frame - 1].astype(np.float32), sample["motion"].shape[:0:-1], interpolation=cv2.INTER_AREA) >= 0.5
+        for position, frame in enumerate(meta["native_frames"]):
+            truth = cv2.resize(masks[frame].astype(np.float32), sample["motion"].shape[:0:-1], interpolation=cv2.INTER_AREA) >= 0.5
             moving = sample["motion"][position]
             if truth.any():
                 inside.append(moving[truth].mean())

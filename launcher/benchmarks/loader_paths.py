@@ -45,8 +45,8 @@ class Segment:
 
     key: str
     video: Path | None
-    start_frame: int  # 1-based, inclusive, as in the annotations
-    stop_frame: int
+    first_index: int  # 0-based indices of the video's frames that the shard's frames span
+    last_index: int
     frame_size: tuple[int, int]  # stored (H, W)
     jpegs: list[bytes]  # the M stored frames
     motion_png: bytes  # the M motion maps stacked vertically
@@ -75,7 +75,7 @@ def read_segments(shard_dir: Path, videos: dict[str, list[Path]] | None, limit: 
                                                 f"{meta['video_id']} not under the video root")
                     video = found[0]
                 segments.append(Segment(
-                    sample["__key__"], video, int(meta["start_frame"]), int(meta["stop_frame"]),
+                    sample["__key__"], video, int(meta["native_frames"][0]), int(meta["native_frames"][-1]),
                     tuple(int(v) for v in meta["frame_size"]),
                     [bytes(b) for b in unpack_images(sample[FRAMES_EXT])],
                     bytes(sample[MOTION_EXT])))
@@ -114,8 +114,8 @@ def _decord_clip(seg: Segment, cfg: DataConfig, seed: int, epoch: int) -> dict:
     height, width = seg.frame_size
     reader = decord.VideoReader(str(seg.video), ctx=decord.cpu(0), width=width, height=height,
                                 num_threads=1)
-    picks, box = _draw(seg, seg.stop_frame - seg.start_frame + 1, cfg, seed, epoch)
-    frames = reader.get_batch((picks + seg.start_frame - 1).tolist()).asnumpy()
+    picks, box = _draw(seg, seg.last_index - seg.first_index + 1, cfg, seed, epoch)
+    frames = reader.get_batch((picks + seg.first_index).tolist()).asnumpy()
     return {"frames": planar_rgb(crop_frames(list(frames), box, cfg.crop_size))}
 
 

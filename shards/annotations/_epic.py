@@ -19,11 +19,13 @@ from shards.annotations.table import (
     check_frames,
     check_range,
     check_text,
+    check_times,
     check_unique_ids,
     csv_lines,
     finish_table,
     keep_extras,
     parse_int_column,
+    parse_time_column,
     read_csv_strings,
     require_file,
 )
@@ -162,7 +164,8 @@ def read_segments(
         labels_required: the caller needs labels: a timestamps file is an error.
     """
     id_col = layout.id_column
-    required = [id_col, "participant_id", "video_id", "start_frame", "stop_frame"]
+    required = [id_col, "participant_id", "video_id", "start_timestamp", "stop_timestamp",
+                "start_frame", "stop_frame"]
     df = read_csv_strings(path, [*required, *(LABEL_COLUMNS if labelled_format else ())])
     has_labels = all(c in df.columns for c in LABEL_COLUMNS)
     if labels_required and not has_labels:
@@ -179,6 +182,9 @@ def read_segments(
     start = parse_int_column(path, df["start_frame"], "start_frame", lines)
     stop = parse_int_column(path, df["stop_frame"], "stop_frame", lines)
     check_frames(path, start, stop, lines)
+    start_time = parse_time_column(path, df["start_timestamp"], "start_timestamp", lines)
+    stop_time = parse_time_column(path, df["stop_timestamp"], "stop_timestamp", lines)
+    check_times(path, start_time, stop_time, lines)
     segment_ids = df[id_col].str.strip()
     check_unique_ids(path, segment_ids.tolist(), lines)
     if has_labels:
@@ -196,13 +202,18 @@ def read_segments(
         "participant": df["participant_id"].str.strip().to_numpy(),
         "start_frame": start,
         "stop_frame": stop,
+        # The segment's time: start_frame/stop_frame count the frame release's frames
+        # (60 or 50 fps), not the raw file's, and are kept only as the file wrote them.
+        "start_time": start_time,
+        "stop_time": stop_time,
         "fps": video_fps(layout, annotations, videos, path),
         "verb_class": verb,
         "noun_class": noun,
         "class_id": np.full(len(df), LABEL_MISSING, dtype=np.int64),
         "split": split,
     }
-    extras = keep_extras(df, [*required, *LABEL_COLUMNS])
+    # The timestamps stay as written too, next to their parsed start_time/stop_time.
+    extras = keep_extras(df, [c for c in (*required, *LABEL_COLUMNS) if not c.endswith("_timestamp")])
     return finish_table(columns, extras)
 
 

@@ -19,6 +19,7 @@ from shards.annotations.table import (
     AnnotationError,
     check_frames,
     check_range,
+    check_times,
     check_unique_ids,
     finish_table,
     require_file,
@@ -96,6 +97,11 @@ def load(annotations: str | Path, split: str, require_labels: bool = False) -> p
     stop = np.asarray(fields["stop"], dtype=np.int64)
     check_frames(path, start, stop, lines)
     check_unique_ids(path, fields["clip"], lines)
+    # The clip name's milliseconds are its time in the session video; the F numbers count
+    # that video's own (24 fps) frames and are kept as written.
+    start_time = np.asarray(fields["start_ms"], dtype=np.float64) / 1000.0
+    stop_time = np.asarray(fields["stop_ms"], dtype=np.float64) / 1000.0
+    check_times(path, start_time, stop_time, lines)
     labels = {}
     for _, column, key in _LABEL_FIELDS:
         one_based = np.asarray(fields[column], dtype=np.int64)
@@ -108,6 +114,8 @@ def load(annotations: str | Path, split: str, require_labels: bool = False) -> p
         "participant": sessions.str.split("-").str[0].to_numpy(),
         "start_frame": start,
         "stop_frame": stop,
+        "start_time": start_time,
+        "stop_time": stop_time,
         "fps": FPS,
         **labels,
         "split": split,

@@ -121,6 +121,9 @@ def load(root: str | Path, split: str, require_labels: bool = False) -> pd.DataF
         "participant": [r[1] for r in rows],
         "start_frame": np.ones(len(rows), dtype=np.int64),
         "stop_frame": np.asarray([r[3] for r in rows], dtype=np.int64),
+        # A folder is one action: all its frames, in the folder's own numbering.
+        "start_time": np.zeros(len(rows)),
+        "stop_time": np.asarray([r[3] for r in rows], dtype=np.float64) / FPS,
         "fps": FPS,
         "verb_class": np.full(len(rows), LABEL_MISSING, dtype=np.int64),
         "noun_class": np.full(len(rows), LABEL_MISSING, dtype=np.int64),

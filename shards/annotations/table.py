@@ -18,6 +18,8 @@ SEGMENT_COLUMNS: list[str] = [
     "participant",
     "start_frame",
     "stop_frame",
+    "start_time",
+    "stop_time",
     "fps",
     "verb_class",
     "noun_class",
@@ -125,6 +127,32 @@ def parse_int_column(
     return numbers.astype(np.int64)
 
 
+def parse_time_column(
+    path: Path, values: Sequence[str] | pd.Series, column: str, lines: np.ndarray
+) -> np.ndarray:
+    """Turns ``HH:MM:SS.ff`` cells into seconds (float64), naming the line of a bad one."""
+    from shards.timing import parse_timestamp
+
+    cells = pd.Series(values, dtype=object).astype(str).to_numpy()
+    seconds = np.empty(len(cells), np.float64)
+    bad = np.zeros(len(cells), bool)
+    for i, cell in enumerate(cells):
+        try:
+            seconds[i] = parse_timestamp(cell)
+        except ValueError:
+            bad[i] = True
+    _offenders(path, lines, bad, lambda i: f"column {column}: {cells[i]!r} is not a timestamp HH:MM:SS.ff")
+    return seconds
+
+
+def check_times(path: Path, start: np.ndarray, stop: np.ndarray, lines: np.ndarray) -> None:
+    """Checks every segment's stop time is at or after its start time."""
+    _offenders(
+        path, lines, stop < start,
+        lambda i: f"stop time {stop[i]:.3f} s is before start time {start[i]:.3f} s",
+    )
+
+
 def check_range(
     path: Path, values: np.ndarray, column: str, count: int, lines: np.ndarray, base: int = 0
 ) -> None:
@@ -192,7 +220,8 @@ def finish_table(columns: dict, extras: pd.DataFrame | None = None) -> pd.DataFr
         table[c] = table[c].astype(np.int64)
     for c in _STR_COLUMNS:
         table[c] = table[c].astype(str)
-    table["fps"] = table["fps"].astype(np.float64)
+    for c in ("start_time", "stop_time", "fps"):
+        table[c] = table[c].astype(np.float64)
     if extras is not None and len(extras.columns):
         extras = extras.drop(columns=[c for c in extras.columns if c in SEGMENT_COLUMNS])
         table = pd.concat([table, extras.reset_index(drop=True)], axis=1)

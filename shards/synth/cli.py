@@ -34,9 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     p.add_argument("--width", type=int, default=d.width, help="frame width (even)")
     p.add_argument("--height", type=int, default=d.height, help="frame height (even)")
-    p.add_argument("--fps", type=float, default=None,
-                   help="frame rate (default: 30 for EPIC formats, 24 for EGTEA and GTEA-61, "
-                   "whose readers assume 24); 59.94 is written as 60000/1001 like EPIC's videos")
+    p.add_argument("--fps", type=parse_rates, default=None,
+                   help="frame rate, or comma-separated rates given to the videos in turn "
+                   "(EPIC formats, e.g. 29.97,47.95,50,59.94,90) (default: 29.97 for EPIC formats, "
+                   "24 for EGTEA and GTEA-61, whose readers assume 24); 59.94 is written as "
+                   "60000/1001 like EPIC's videos. EPIC annotations number frames as the public "
+                   "frame release does (60 fps; EPIC-100's 50 fps videos: 50) whatever the rate")
     p.add_argument("--unseen-fraction", type=float, default=d.unseen_fraction,
                    help="last fraction of participants kept for unseen-kitchen splits only "
                    "(EPIC-55 S2; EPIC-100 unseen validation/test participants)")
@@ -58,6 +61,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=d.preset, choices=X264_PRESETS, help="x264 speed preset")
     p.add_argument("--workers", type=int, default=d.workers, help="parallel video renderers")
     p.set_defaults(func=run)
+
+
+def parse_rates(text: str) -> float | tuple[float, ...]:
+    """``30`` -> 30.0; ``29.97,90`` -> (29.97, 90.0)."""
+    try:
+        rates = tuple(float(part) for part in str(text).split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a frame rate or list of rates: {text!r}") from None
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError(f"frame rates must be positive: {text!r}")
+    return rates[0] if len(rates) == 1 else rates
 
 
 def run(args: argparse.Namespace) -> int:

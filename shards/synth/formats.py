@@ -14,6 +14,7 @@ from pathlib import Path
 from fpar.io import atomic_write_text
 from shards.synth.plan import DatasetPlan, SegmentPlan, VideoPlan
 from shards.synth.video import exact_rate
+from shards.timing import release_fps, release_frame
 from shards.synth.vocab import CLASS_COUNTS, NOUNS, VERBS, names_with_placeholders
 
 VERB_CATEGORY = {"take": "retrieve", "put": "leave", "open": "access", "close": "block",
@@ -60,9 +61,19 @@ def _label_fields(seg: SegmentPlan) -> list:
     return [f"{verb} {noun}", verb, seg.verb, noun, seg.noun, f"['{noun}']", f"[{seg.noun}]"]
 
 
-def _times(seg: SegmentPlan, fps: float) -> tuple[str, str]:
-    rate = float(exact_rate(fps))
-    return timestamp(seg.start_frame / rate), timestamp(seg.stop_frame / rate)
+def segment_seconds(video: VideoPlan, seg: SegmentPlan) -> tuple[float, float]:
+    """When a planned segment starts (its first frame) and stops (its last frame ends)."""
+    rate = float(exact_rate(video.fps))
+    return (seg.start_frame - 1) / rate, seg.stop_frame / rate
+
+
+def _timing(fmt: str, video: VideoPlan, seg: SegmentPlan) -> list:
+    """start/stop timestamps and frames as the release writes them: the frames count the
+    public frame release's frames (60 fps; EPIC-100's 50 fps videos: 50), not the video's."""
+    start, stop = segment_seconds(video, seg)
+    numbering = release_fps(fmt, float(exact_rate(video.fps)))
+    first = release_frame(start, numbering)
+    return [timestamp(start), timestamp(stop), first, max(first, release_frame(stop, numbering))]
 
 
 def many_shot(counts: Counter, used: int) -> list:
@@ -90,7 +101,6 @@ def tail_classes(counts: Counter, head_share: float = 0.8) -> list[int]:
 
 def write_epic55(plan: DatasetPlan, folder: Path) -> None:
     """EPIC-KITCHENS-55 files: train labels, S1/S2 timestamps and labels, classes, info."""
-    fps = plan.options.fps
     head = ["uid", "participant_id", "video_id", "narration", "start_timestamp",
             "stop_timestamp", "start_frame", "stop_frame", "verb", "verb_class", "noun",
             "noun_class", "all_nouns", "all_noun_classes"]
@@ -101,16 +111,16 @@ def write_epic55(plan: DatasetPlan, folder: Path) -> None:
         rows = []
         for v, s in _segments(plan, split):
             lab = _label_fields(s)
-            rows.append([s.segment_id, v.participant, v.video_id, lab[0], *_times(s, fps),
-                         s.start_frame, s.stop_frame, *lab[1:]])
+            rows.append([s.segment_id, v.participant, v.video_id, lab[0],
+                         *_timing("epic55", v, s), *lab[1:]])
         return [head] + rows
 
     _write(folder / "EPIC_train_action_labels.csv", labelled("train"))
     for split in ("s1", "s2"):
         _write(folder / f"EPIC_test_{split}_labels.csv", labelled(split))
         _write(folder / f"EPIC_test_{split}_timestamps.csv", [ts_head] + [
-            [s.segment_id, v.participant, v.video_id, *_times(s, fps), s.start_frame,
-             s.stop_frame] for v, s in _segments(plan, split)])
+            [s.segment_id, v.participant, v.video_id, *_timing("epic55", v, s)]
+            for v, s in _segments(plan, split)])
     sizes = CLASS_COUNTS["epic55"]
     verbs = names_with_placeholders(VERBS, sizes["verb"], "verb")
     nouns = names_with_placeholders(NOUNS, sizes["noun"], "noun")
@@ -120,7 +130,7 @@ def write_epic55(plan: DatasetPlan, folder: Path) -> None:
            [["noun_id", "class_key", "nouns"]] + [[i, n, f"['{n}']"] for i, n in enumerate(nouns)])
     _write(folder / "EPIC_video_info.csv", [["video", "resolution", "duration", "fps"]] + [
         [v.video_id, f"{plan.options.width}x{plan.options.height}",
-         f"{v.num_frames / float(exact_rate(fps)):.6f}", fps_text(fps)] for v in plan.videos])
+         f"{v.num_frames / float(exact_rate(v.fps)):.6f}", fps_text(v.fps)] for v in plan.videos])
     train = _segments(plan, "train")
     vc = Counter(s.verb for _, s in train)
     nc = Counter(s.noun for _, s in train)
@@ -136,8 +146,6 @@ def write_epic55(plan: DatasetPlan, folder: Path) -> None:
 
 def write_epic100(plan: DatasetPlan, folder: Path) -> None:
     """EPIC-KITCHENS-100 files: train/validation/test(+labels), classes, info, unseen, tail."""
-    fps = plan.options.fps
-    rate = float(exact_rate(fps))
     ts_head = ["narration_id", "participant_id", "video_id", "narration_timestamp",
                "start_timestamp", "stop_timestamp", "start_frame", "stop_frame"]
     head = ts_head + ["narration", "verb", "verb_class", "noun", "noun_class", "all_nouns",
@@ -146,9 +154,9 @@ def write_epic100(plan: DatasetPlan, folder: Path) -> None:
     def rows(split: str, labels: bool) -> list[list]:
         out = []
         for v, s in _segments(plan, split):
-            said = timestamp((s.start_frame + 0.1 * (s.stop_frame - s.start_frame)) / rate, 3)
-            row = [s.segment_id, v.participant, v.video_id, said, *_times(s, fps),
-                   s.start_frame, s.stop_frame]
+            start, stop = segment_seconds(v, s)
+            said = timestamp(start + 0.1 * (stop - start), 3)
+            row = [s.segment_id, v.participant, v.video_id, said, *_timing("epic100", v, s)]
             out.append(row + (_label_fields(s) if labels else []))
         return [head if labels else ts_head] + out
 
@@ -162,7 +170,7 @@ def write_epic100(plan: DatasetPlan, folder: Path) -> None:
         _write(folder / f"EPIC_100_{kind}_classes.csv", [["id", "key", "instances", "category"]] +
                [[i, n, f"['{n}']", cats.get(n, "placeholder")] for i, n in enumerate(table)])
     _write(folder / "EPIC_100_video_info.csv", [["video_id", "duration", "fps", "resolution"]] + [
-        [v.video_id, f"{v.num_frames / rate:.6f}", fps_text(fps),
+        [v.video_id, f"{v.num_frames / float(exact_rate(v.fps)):.6f}", fps_text(v.fps),
          f"{plan.options.width}x{plan.options.height}"] for v in plan.videos])
     for split in ("validation", "test"):
         people = sorted({v.participant for v in plan.videos

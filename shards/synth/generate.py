@@ -37,14 +37,14 @@ def mask_path(out: Path, video_id: str) -> Path:
 def render_video(fmt: str, out: Path, video: VideoPlan, seed: int, opts: Options) -> dict:
     """Renders and writes one video and its mask; returns its frame count and timing."""
     began = time.perf_counter()
-    renderer = VideoRenderer(video, seed, opts.width, opts.height, opts.fps)
+    renderer = VideoRenderer(video, seed, opts.width, opts.height, video.fps)
     mask = np.zeros((video.num_frames, opts.height, opts.width), np.uint8) if opts.masks else None
     frames = renderer.frames(mask)
     target = video_path(out, fmt, video)
     if fmt == "gtea61":
         count = write_png_folder(target, frames)
     else:
-        count = write_mp4(target, frames, opts.fps, opts.width, opts.height, opts.crf,
+        count = write_mp4(target, frames, video.fps, opts.width, opts.height, opts.crf,
                            preset=opts.preset)
     if count != video.num_frames:
         raise RuntimeError(f"{target}: wrote {count} frames, planned {video.num_frames}")
@@ -114,7 +114,7 @@ def generate(fmt: str, out: str | Path, participants: int, segments: int, seed: 
         "format": fmt, "participants": plan.participants, "unseen_participants": plan.unseen,
         "segments": segments, "seed": seed, "options": asdict(opts),
         "videos": {v.video_id: {"participant": v.participant, "split": v.split,
-                                "frames": v.num_frames,
+                                "frames": v.num_frames, "fps": v.fps,
                                 "path": str(video_path(out, fmt, v).relative_to(out))}
                    for v in plan.videos},
     })

@@ -17,9 +17,10 @@ from shards.synth.vocab import NOUNS, VERBS, action_combos, compatible
 EGTEA_RECIPES = ("PastaSalad", "GreekSalad", "ContinentalBreakfast", "BaconAndEggs",
                  "Cheeseburger", "TurkeySandwich", "Pizza")
 GTEA_SUBJECTS = ("S1", "S2", "S3", "S4")
-FORMAT_FPS = {"epic55": 30.0, "epic100": 30.0, "egtea": 24.0, "gtea61": 24.0}
-"""Default rates: EPIC's real 59.94/50 would double the files, so 30; EGTEA and GTEA-61 at
-their real 24 fps, which their readers assume (their files carry no rate)."""
+FORMAT_FPS = {"epic55": 29.97, "epic100": 29.97, "egtea": 24.0, "gtea61": 24.0}
+"""Default rates: EPIC's 29.97 fps videos (its 59.94/50 would double the files, and the
+annotations number frames at 60 fps whatever the rate); EGTEA and GTEA-61 at their real
+24 fps, which their readers assume (their files carry no rate)."""
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 
 
@@ -29,7 +30,8 @@ class Options:
 
     width: int = 456
     height: int = 256
-    fps: float | None = None  # None: FORMAT_FPS of the format
+    # One rate, or several given to the videos in turn (EPIC formats); None: FORMAT_FPS.
+    fps: float | tuple[float, ...] | None = None
     unseen_fraction: float = 0.25
     test_fraction: float = 0.25
     min_seconds: float = 1.5
@@ -46,7 +48,7 @@ class Options:
         """Raises ValueError naming the option that is out of range."""
         if self.width < 16 or self.height < 16 or self.width % 2 or self.height % 2:
             raise ValueError(f"width/height must be even and >= 16, got {self.width}x{self.height}")
-        if self.fps is None or not self.fps > 0:
+        if self.fps is None or not self.rates() or not all(r > 0 for r in self.rates()):
             raise ValueError(f"fps must be positive, got {self.fps}")
         if not 0.0 <= self.unseen_fraction < 1.0:
             raise ValueError(f"unseen_fraction must be in [0, 1), got {self.unseen_fraction}")
@@ -63,6 +65,14 @@ class Options:
             raise ValueError(f"crf must be in 0..51, got {self.crf}")
         if self.preset not in X264_PRESETS:
             raise ValueError(f"preset must be one of {', '.join(X264_PRESETS)}, got {self.preset!r}")
+
+    def rates(self) -> tuple[float, ...]:
+        """The frame rates videos are written at, in the order they are given out."""
+        if self.fps is None:
+            return ()
+        if isinstance(self.fps, (int, float)):
+            return (float(self.fps),)
+        return tuple(float(r) for r in self.fps)
 
 
 @dataclass
@@ -89,6 +99,7 @@ class VideoPlan:
     split: str
     num_frames: int
     seed: int
+    fps: float = 30.0  # the rate it is written at; its segments' frames count its own frames
     segments: list[SegmentPlan] = field(default_factory=list)
 
 
@@ -126,9 +137,8 @@ def _split_counts(n: int, fractions: list[float]) -> list[int]:
     return [n - sum(counts)] + counts
 
 
-def _layout(rng: np.random.Generator, durations: list[int], opts: Options) -> tuple[list, int]:
+def _layout(rng: np.random.Generator, durations: list[int], opts: Options, fps: float) -> tuple[list, int]:
     """Places segments of ``durations`` frames with gaps; returns [(start, stop)], total frames."""
-    fps = opts.fps
     pos = 0
     spans = []
     for d in durations:
@@ -139,8 +149,8 @@ def _layout(rng: np.random.Generator, durations: list[int], opts: Options) -> tu
     return spans, pos
 
 
-def _durations(rng: np.random.Generator, n: int, opts: Options) -> list[int]:
-    return [max(2, int(round(rng.uniform(opts.min_seconds, opts.max_seconds) * opts.fps)))
+def _durations(rng: np.random.Generator, n: int, opts: Options, fps: float) -> list[int]:
+    return [max(2, int(round(rng.uniform(opts.min_seconds, opts.max_seconds) * fps)))
             for _ in range(n)]
 
 
@@ -149,6 +159,8 @@ def make_plan(fmt: str, participants: int, segments: int, seed: int, opts: Optio
     if opts.fps is None:
         opts.fps = FORMAT_FPS.get(fmt, 30.0)
     opts.validate()
+    if len(opts.rates()) > 1 and fmt not in ("epic55", "epic100"):
+        raise ValueError(f"several frame rates are for the EPIC formats; {fmt} videos share one rate")
     if participants < 1 or segments < 1:
         raise ValueError(f"need participants >= 1 and segments >= 1, got {participants}, {segments}")
     rng = np.random.default_rng([seed, 0x5EED])
@@ -204,8 +216,10 @@ def _plan_epic(fmt: str, participants: int, segments: int, seed: int, opts: Opti
             n = min(opts.segments_per_video, count - chunk * opts.segments_per_video)
             number[names[i]] += 1
             vid = f"{names[i]}_{number[names[i]] + (100 if fmt == 'epic100' else 0):02d}"
-            spans, total = _layout(rng, _durations(rng, n, opts), opts)
-            video = VideoPlan(vid, names[i], i, split, total, 0)
+            rates = opts.rates()
+            fps = rates[len(videos) % len(rates)]
+            spans, total = _layout(rng, _durations(rng, n, opts, fps), opts, fps)
+            video = VideoPlan(vid, names[i], i, split, total, 0, fps)
             for k, (a, b) in enumerate(spans):
                 verb, noun = _sample_verb_noun(rng)
                 video.segments.append(SegmentPlan("", a, b, verb, noun, split))
@@ -231,12 +245,13 @@ def _plan_egtea(participants: int, segments: int, seed: int, opts: Options,
             n = min(opts.segments_per_video, count - chunk * opts.segments_per_video)
             recipe = EGTEA_RECIPES[(i + chunk) % len(EGTEA_RECIPES)]
             session = f"{name}-R{chunk + 1:02d}-{recipe}"
-            spans, total = _layout(rng, _durations(rng, n, opts), opts)
-            video = VideoPlan(session, name, i, "all", total, 0)
+            fps = opts.rates()[0]
+            spans, total = _layout(rng, _durations(rng, n, opts, fps), opts, fps)
+            video = VideoPlan(session, name, i, "all", total, 0, fps)
             for a, b in spans:
                 cls = int(rng.choice(len(combos), p=weights))
-                start_ms = int(round((a - 1) / opts.fps * 1000))
-                stop_ms = int(round(b / opts.fps * 1000))
+                start_ms = int(round((a - 1) / fps * 1000))
+                stop_ms = int(round(b / fps * 1000))
                 clip = f"{session}-{start_ms}-{stop_ms}-F{a:06d}-F{b:06d}"
                 verb, noun = combos[cls]
                 video.segments.append(SegmentPlan(clip, a, b, verb, noun, "all", class_id=cls))
@@ -259,7 +274,8 @@ def _plan_gtea(participants: int, segments: int, seed: int, opts: Options,
     # test classes that the other subjects trained on.
     n_classes = max(1, min(61, segments // len(subjects)))
     combos = action_combos()[:61]
-    durations = _durations(rng, segments, opts)
+    fps = opts.rates()[0]
+    durations = _durations(rng, segments, opts, fps)
     instances: dict[tuple[str, int], int] = {}
     videos: list[VideoPlan] = []
     for i in range(segments):
@@ -271,7 +287,7 @@ def _plan_gtea(participants: int, segments: int, seed: int, opts: Options,
         folder = f"{VERBS[verb]}_{NOUNS[noun]}"
         vid = f"{subjects[subj]}/{folder}/{instances[key]}"
         # A frame folder holds just the action: the segment is the whole "video".
-        video = VideoPlan(vid, subjects[subj], subj, subjects[subj], durations[i], 0)
+        video = VideoPlan(vid, subjects[subj], subj, subjects[subj], durations[i], 0, fps)
         video.segments.append(SegmentPlan(vid, 1, durations[i], verb, noun, subjects[subj],
                                           class_id=cls))
         videos.append(video)
