@@ -17,8 +17,9 @@ import torch
 from fpar.config import ConfigError, save_config
 from fpar.engine import checkpoint as ckpt
 from fpar.engine import deepspeed_setup, distributed, preemption
-from fpar.engine.predict import predict, top1_metrics
+from fpar.engine.predict import predict
 from fpar.engine.run_log import attach_log_file
+from fpar.evaluation.classification import top1_metrics
 from fpar.experiment import ExperimentConfig, load_experiment
 from fpar.io import atomic_write_json
 

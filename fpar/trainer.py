@@ -25,8 +25,9 @@ from torch import nn
 from fpar.engine import checkpoint as ckpt
 from fpar.engine import deepspeed_setup, distributed, preemption
 from fpar.engine.optim import build_adam, scheduler_factory, stage_param_groups
-from fpar.engine.predict import predict, to_device, top1_metrics
+from fpar.engine.predict import predict, to_device
 from fpar.engine.run_log import RunLog
+from fpar.evaluation.classification import top1_metrics
 from fpar.experiment import ExperimentConfig
 
 log = logging.getLogger("fpar.train")

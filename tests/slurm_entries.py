@@ -22,7 +22,7 @@ from typing import Any, Sequence
 from torch import nn
 
 from fpar.engine import distributed
-from fpar.engine.predict import top1_metrics
+from fpar.evaluation.classification import top1_metrics
 from fpar.experiment import load_experiment
 from fpar.io import atomic_write_json
 from tests.toy_training import TinyModel, ToyStream

@@ -14,7 +14,7 @@ from fpar.engine import checkpoint as ckpt
 from fpar.engine import distributed, preemption
 from fpar.engine.deepspeed_setup import build_ds_config, check_precision
 from fpar.engine.optim import OptimConfig, StageConfig, lr_factor, stage_param_groups
-from fpar.engine.predict import top1_metrics
+from fpar.evaluation.classification import top1_metrics
 from fpar.experiment import load_experiment
 from fpar.io import atomic_write_json
 

@@ -110,5 +110,46 @@ class _Payload:
 def test_files_with_arbitrary_objects_are_refused(tmp_path):
     path = tmp_path / "obj.pt"
     torch.save({"narration_id": ["a"], "verb_output": np.zeros((1, 3)), "extra": _Payload()}, path)
-    with pytest.raises(ScoresError, match="obj.pt: not a readable scores file .*not loaded for safety"):
+    with pytest.raises(ScoresError, match="obj.pt: not a readable scores file .*_Payload.*could run any code"):
         load_scores(path)
+
+
+def _pandas_ids_file(path):
+    """A scores file as pandas 3 users write it: ids are ``df.narration_id.values``."""
+    pd = pytest.importorskip("pandas")
+    ids = pd.DataFrame({"narration_id": ["P01_101_0", "P01_101_1"]}).narration_id.values
+    assert not isinstance(ids, np.ndarray)
+    torch.save({"narration_id": ids, "verb_output": np.ones((2, 97), np.float32),
+                "noun_output": np.zeros((2, 300), np.float32)}, path)
+    return path
+
+
+def test_pandas_array_ids_are_refused_saying_what_to_do(tmp_path):
+    path = _pandas_ids_file(tmp_path / "pandas.pt")
+    with pytest.raises(ScoresError) as err:
+        load_scores(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: not a readable scores file")
+    assert "pandas" in message and "could run any code" in message
+    assert "np.asarray(ids, dtype=str)" in message and "trust_pickle=True" in message
+
+
+def test_trusted_pandas_array_ids_load_and_save_as_strings(tmp_path):
+    path = _pandas_ids_file(tmp_path / "pandas.pt")
+    ids, outputs = load_scores(path, trust_pickle=True)
+    assert ids == ["P01_101_0", "P01_101_1"] and outputs["noun"].shape == (2, 300)
+    # save_scores writes such ids as plain strings: the file then loads without trust.
+    resaved = save_scores(tmp_path / "clean.pt", torch.load(path, weights_only=False)[
+        "narration_id"], outputs)
+    assert load_scores(resaved)[0] == ids
+
+
+def test_fpar_metrics_trust_pickle_flag(tmp_path, capsys):
+    from launcher.cli import main
+
+    path = _pandas_ids_file(tmp_path / "pandas.pt")
+    args = ["metrics", str(path), "--format", "epic100", "--annotations", str(tmp_path)]
+    assert main(args) == 1
+    assert "np.asarray(ids, dtype=str)" in capsys.readouterr().err
+    main([*args, "--trust-pickle"])  # past loading: now the missing annotations fail
+    assert "not a readable scores file" not in capsys.readouterr().err

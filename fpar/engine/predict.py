@@ -68,26 +68,3 @@ def predict(forward: Callable[[dict], object], batches: Iterable[dict], device: 
     merged_labels = {k: np.concatenate([p[2][k] for p in parts if k in p[2]])
                      for k in dict.fromkeys(keys)}
     return all_ids, merged_logits, merged_labels
-
-
-def top1_metrics(logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict[str, float]:
-    """Top-1 accuracy per head on labelled rows, the action (verb and noun both right) and
-    their mean; p(action) = p(verb) p(noun), so its argmax is the pair of argmaxes."""
-    metrics: dict[str, float] = {}
-    hits = {}
-    for head, scores in logits.items():
-        if head not in labels or len(scores) == 0:
-            continue
-        target = labels[head]
-        known = target >= 0
-        hits[head] = (scores.argmax(1) == target) & known
-        if known.any():
-            metrics[f"top1_{head}"] = float(hits[head][known].mean())
-    if "verb" in hits and "noun" in hits:
-        known = (labels["verb"] >= 0) & (labels["noun"] >= 0)
-        if known.any():
-            metrics["top1_action"] = float((hits["verb"] & hits["noun"])[known].mean())
-    heads = [v for k, v in metrics.items() if k != "top1_action"]
-    if heads:
-        metrics["mean_top1"] = float(np.mean(heads))
-    return metrics

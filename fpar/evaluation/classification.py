@@ -4,12 +4,13 @@ macro precision/recall.
 Ties: wherever classes are ranked, a higher score ranks first and among equal scores the
 lower class id ranks first (a stable sort of the negated scores). ``np.argmax`` already
 returns the lowest id among equal maxima, so the top-1 prediction follows the same rule.
-All accuracies are returned in percent.
+All accuracies are returned in percent, except :func:`top1_metrics` (fractions, as the
+training log and the best-checkpoint choice use them).
 """
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -66,6 +67,35 @@ def topk_accuracy(
 def top1_predictions(scores: np.ndarray) -> np.ndarray:
     """The best class of each row (ties: the lower id)."""
     return np.argmax(np.asarray(scores), axis=1)
+
+
+def top1_metrics(logits: Mapping[str, np.ndarray],
+                 labels: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Top-1 accuracy (a fraction) per head on its labelled rows (label >= 0), of the action
+    (verb and noun both right) and their mean over heads, ``mean_top1``.
+
+    p(action) = p(verb) p(noun), so the action's argmax is the pair of argmaxes: this is
+    the official EPIC action top-1 without ranking the actions. Used for validation and
+    the training log; :mod:`fpar.evaluation.metrics` gives the official numbers.
+    """
+    metrics: dict[str, float] = {}
+    hits = {}
+    for head, scores in logits.items():
+        if head not in labels or len(scores) == 0:
+            continue
+        target = np.asarray(labels[head])
+        known = target >= 0
+        hits[head] = (top1_predictions(scores) == target) & known
+        if known.any():
+            metrics[f"top1_{head}"] = float(hits[head][known].mean())
+    if "verb" in hits and "noun" in hits:
+        known = (np.asarray(labels["verb"]) >= 0) & (np.asarray(labels["noun"]) >= 0)
+        if known.any():
+            metrics["top1_action"] = float((hits["verb"] & hits["noun"])[known].mean())
+    heads = [v for k, v in metrics.items() if k != "top1_action"]
+    if heads:
+        metrics["mean_top1"] = float(np.mean(heads))
+    return metrics
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:

@@ -17,13 +17,24 @@ from fpar.io import atomic_write_json
 log = logging.getLogger(__name__)
 
 
-def _load(paths: list[Path]):
-    return merge_scores([load_scores(p) for p in paths], [str(p) for p in paths])
+def _load(paths: list[Path], trust_pickle: bool):
+    parts = [load_scores(p, trust_pickle=trust_pickle) for p in paths]
+    return merge_scores(parts, [str(p) for p in paths])
+
+
+def _add_trust_pickle(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-pickle", action="store_true",
+        help="read the scores files with full unpickling, so that ids saved as Python "
+        "objects (e.g. a pandas array) load; unpickling runs any code a file holds, so "
+        "use it only for files you made or trust (better: save the ids with "
+        "np.asarray(ids, dtype=str))",
+    )
 
 
 def _run_metrics(args: argparse.Namespace) -> int:
     try:
-        ids, outputs = _load(args.scores)
+        ids, outputs = _load(args.scores, args.trust_pickle)
         result = evaluate(args.format, ids, outputs, args.annotations, args.split, root=args.root)
     except ValueError as err:  # ScoresError, EvaluationError and AnnotationError are ValueErrors
         print(f"fpar metrics: error: {err}", file=sys.stderr)
@@ -38,7 +49,7 @@ def _run_submission(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     sls = {"sls_pt": args.sls_pt, "sls_tl": args.sls_tl, "sls_td": args.sls_td}
     try:
-        ids, outputs = _load(args.scores)
+        ids, outputs = _load(args.scores, args.trust_pickle)
         files = build_submission(args.format, ids, outputs, args.test_timestamps, sls)
     except ValueError as err:
         print(f"fpar submission: error: {err}", file=sys.stderr)
@@ -87,6 +98,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     metrics.add_argument(
         "--out", type=Path, default=None, help="also write the JSON result to this file"
     )
+    _add_trust_pickle(metrics)
     metrics.set_defaults(func=_run_metrics)
 
     submission = subparsers.add_parser(
@@ -114,4 +126,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             f"--sls-{flag}", type=int, default=None, metavar="N",
             help=f"epic100: supervision level for {what}, 0-5 (required for epic100)",
         )
+    _add_trust_pickle(submission)
     submission.set_defaults(func=_run_submission)

@@ -9,6 +9,7 @@ EGTEA Gaze+). Row i of every array scores segment ``narration_id[i]``.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -48,6 +49,8 @@ def _validate(
     ids: Sequence, outputs: Mapping[str, object], where: str
 ) -> tuple[list[str], dict[str, np.ndarray]]:
     """Checks ids and arrays, returning them as a list of str and float arrays by task."""
+    if not isinstance(ids, (str, bytes)) and hasattr(ids, "__array__"):
+        ids = np.asarray(ids)  # a pandas array (what ``df.narration_id.values`` gives)
     if isinstance(ids, (str, bytes)) or not isinstance(ids, (list, tuple, np.ndarray)):
         raise ScoresError(f"{where}: {ID_KEY} must be a list of strings, got {type(ids).__name__}")
     ids = list(ids)
@@ -128,12 +131,16 @@ def _from_list_format(entries: list[dict], path: Path) -> dict:
     return data
 
 
-def load_scores(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
+def load_scores(path: str | Path,
+                trust_pickle: bool = False) -> tuple[list[str], dict[str, np.ndarray]]:
     """Reads and validates a scores file.
 
     Args:
         path: A file written by ``save_scores`` or the official EPIC-100 tools (the
             dict layout, or the list layout with one dict per segment).
+        trust_pickle: Read the file with full unpickling, so that ids stored as other
+            Python objects (a pandas array) load. Unpickling runs whatever code the file
+            names: only for files you made or trust.
 
     Returns:
         ``(ids, outputs)``: the segment ids as strings and the score arrays by task
@@ -147,14 +154,16 @@ def load_scores(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
     if not path.is_file():
         raise ScoresError(f"{path}: scores file not found")
     try:
-        with torch.serialization.safe_globals(_NUMPY_GLOBALS):
-            data = torch.load(path, map_location="cpu", weights_only=True)
+        if trust_pickle:
+            data = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            with torch.serialization.safe_globals(_NUMPY_GLOBALS):
+                data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a bad pickle
         if "Weights only load failed" in str(err):
-            reason = "it holds Python objects other than ids and numeric arrays, not loaded for safety"
-        else:
-            reason = str(err).splitlines()[0]
-        raise ScoresError(f"{path}: not a readable scores file ({reason})") from err
+            raise ScoresError(f"{path}: not a readable scores file ({_refusal(err)})") from err
+        raise ScoresError(f"{path}: not a readable scores file "
+                          f"({str(err).splitlines()[0]})") from err
     if isinstance(data, list) and data and all(isinstance(d, dict) for d in data):
         data = _from_list_format(data, path)
     if not isinstance(data, dict):
@@ -163,6 +172,17 @@ def load_scores(path: str | Path) -> tuple[list[str], dict[str, np.ndarray]]:
         raise ScoresError(f"{path}: no '{ID_KEY}' entry (keys: {', '.join(map(str, data))})")
     outputs = {k: v for k, v in data.items() if k != ID_KEY and str(k).endswith(OUTPUT_SUFFIX)}
     return _validate(data[ID_KEY], outputs, str(path))
+
+
+def _refusal(err: Exception) -> str:
+    """Why a weights-only load refused a file, and the two ways forward."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    what = f" ({found.group(1)})" if found else ""
+    return (f"it holds Python objects other than ids and numeric arrays{what}, not loaded "
+            "because unpickling them could run any code. Save the ids as strings: "
+            f"{{'{ID_KEY}': np.asarray(ids, dtype=str), ...}} (a pandas column's .values is "
+            "a pandas array); or, for a file you made or trust, load it with "
+            "trust_pickle=True (--trust-pickle on the command line)")
 
 
 def merge_scores(
