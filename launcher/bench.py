@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "train": "launcher.benchmarks.train",
     "scale": "launcher.benchmarks.scale",
     "accuracy": "launcher.benchmarks.accuracy",
+    "gpu": "launcher.benchmarks.gpu",
 }
 
 

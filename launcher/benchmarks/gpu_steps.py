@@ -1,0 +1,208 @@
+"""The training step ``fpar bench gpu`` times: the trainer's engine on synthetic batches.
+
+The model, Adam parameter groups, learning-rate schedule and DeepSpeed config come from
+the same functions the trainer uses (:mod:`fpar.engine.optim`,
+:func:`fpar.engine.deepspeed_setup.build_ds_config` and ``initialize``), and one step is
+what :class:`fpar.trainer.Trainer` does per micro-batch: the batch moved and cast by
+``to_device``, forward through the engine, ``compute_loss``, ``engine.backward``,
+``engine.step``. A variant adds channels-last and ``torch.compile`` (DeepSpeed's ``engine.compile``).
+
+Channels-last converts the trunk's input on every call, so every convolution of the trunk
+runs on NHWC activations; the weights keep their layout (convolutions take them in the
+input's), because ``deepspeed.initialize`` broadcasts every parameter viewed as bytes,
+which a channels-last weight (last stride not 1) cannot be.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from launcher.benchmarks.gpu_measure import Variant
+
+REPO = Path(__file__).resolve().parents[2]
+PAPER_CONFIG = REPO / "configs" / "experiments" / "epic55_sparnet_conv5.yaml"
+
+
+def experiment(config: str | Path, overrides: Sequence[str], variant: Variant, batch: int):
+    """The experiment at ``config`` with random weights, the variant's precision and ZeRO
+    stage, and ``batch`` clips per step (``overrides`` last, so they win)."""
+    from fpar.experiment import load_experiment
+
+    fixed = ["model.pretrained=none", f"train.precision={variant.precision}",
+             f"train.zero_stage={variant.zero_stage}", f"data.batch_size={batch}",
+             "train.grad_accum_steps=1"]
+    return load_experiment(config, fixed + list(overrides))
+
+
+def synthetic_batch(cfg, batch: int, device: torch.device, seed: int = 0) -> dict:
+    """A batch shaped like the shard reader's (normalised frames, motion maps at 1/4 of
+    the crop, one label per head), made on the CPU and left there (``to_device`` moves it)."""
+    from shards.schema import MAP_STRIDE
+
+    gen = torch.Generator().manual_seed(seed)
+    t, s = cfg.data.num_frames, cfg.data.crop_size
+    side = max(1, s // MAP_STRIDE)
+    out = {"frames": torch.randn(batch, t, 3, s, s, generator=gen),
+           "motion": torch.rand(batch, t, side, side, generator=gen),
+           "segment_id": [str(i) for i in range(batch)],
+           "is_repeat": torch.zeros(batch, dtype=torch.bool)}
+    for head, classes in cfg.model.num_classes.items():
+        out[head] = torch.randint(0, classes, (batch,), generator=gen)
+    return out
+
+
+def _channels_last_input(module, args):
+    return (args[0].contiguous(memory_format=torch.channels_last),) + tuple(args[1:])
+
+
+class EngineStep:
+    """A DeepSpeed engine for one experiment and variant, stepped on given batches.
+
+    Args:
+        cfg: The experiment (precision and ZeRO stage as wanted).
+        variant: Channels-last and compile switches (its precision must match ``cfg``).
+        device: Where the engine computes.
+    """
+
+    def __init__(self, cfg, variant: Variant, device: torch.device) -> None:
+        from fpar.engine import deepspeed_setup
+        from fpar.engine.optim import build_adam, scheduler_factory, stage_param_groups
+        from fpar.models import build_model
+
+        if cfg.train.precision != variant.precision:
+            raise ValueError(f"config precision {cfg.train.precision} != variant "
+                             f"{variant.name}")
+        deepspeed_setup.check_precision(cfg.train.precision, cfg.train.zero_stage,
+                                        cuda_available=device.type == "cuda")
+        self.cfg, self.variant, self.device = cfg, variant, device
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg.model)
+        if variant.channels_last:
+            if not hasattr(model, "trunk"):
+                raise ValueError(f"channels-last: model {cfg.model.name} has no trunk")
+            model.trunk.register_forward_pre_hook(_channels_last_input)
+        stage = cfg.train.stages[0]
+        optimizer = build_adam(stage_param_groups(model, cfg.optim, stage), cfg.optim)
+        ds_config = deepspeed_setup.build_ds_config(
+            cfg.train.precision, cfg.train.zero_stage, cfg.data.batch_size, 1,
+            cfg.train.grad_clip)
+        self.engine, _ = deepspeed_setup.initialize(
+            model, optimizer, ds_config, scheduler_factory(cfg.optim, stage, 1000))
+        self.dtype = deepspeed_setup.engine_dtype(self.engine)
+        if variant.compile:
+            self.engine.compile()
+        self.engine.train()
+
+    def to_device(self, batch: dict) -> dict:
+        """The batch as the trainer hands it to the engine."""
+        from fpar.engine.predict import to_device
+
+        return to_device(batch, self.device, self.dtype)
+
+    def forward_backward(self, on_device: dict) -> torch.Tensor:
+        """Forward, loss and backward (no optimiser step): what the FLOP count covers."""
+        from fpar.models import compute_loss
+
+        loss, _ = compute_loss(self.cfg.model, self.engine(on_device), on_device)
+        self.engine.backward(loss)
+        return loss
+
+    def step(self, on_device: dict) -> float:
+        """One optimiser step on a batch already on the device; returns the loss."""
+        loss = self.forward_backward(on_device)
+        self.engine.step()
+        return float(loss.detach())
+
+    def clear_grads(self) -> None:
+        """Drops gradients left by a step that failed half way (out of memory)."""
+        self.engine.zero_grad()
+        for p in self.engine.module.parameters():
+            p.grad = None
+
+    def loss_scale(self) -> float | None:
+        """fp16's current dynamic loss scale (None in other precisions)."""
+        if not self.engine.fp16_enabled():
+            return None
+        scale = getattr(self.engine.optimizer, "cur_scale", None)
+        if scale is None:
+            scale = getattr(getattr(self.engine.optimizer, "loss_scaler", None), "cur_scale", None)
+        return None if scale is None else float(scale)
+
+    def close(self) -> None:
+        """Releases the engine and the device memory it held."""
+        self.engine.destroy()
+        self.engine = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def synchronize(device: torch.device) -> None:
+    """Waits for the device's queued work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_steps(stepper: EngineStep, on_device: dict, warmup: int, steps: int) -> dict:
+    """Runs ``warmup`` then ``steps`` synchronised steps; returns their times and losses."""
+    first = None
+    for i in range(warmup):
+        began = time.perf_counter()
+        stepper.step(on_device)
+        synchronize(stepper.device)
+        if i == 0:
+            first = time.perf_counter() - began  # includes compilation, autotuning
+    times, losses = [], []
+    skipped_before = stepper.engine.skipped_steps
+    for _ in range(steps):
+        began = time.perf_counter()
+        losses.append(stepper.step(on_device))
+        synchronize(stepper.device)
+        times.append(time.perf_counter() - began)
+    return {"times": times, "losses": losses, "first_step_s": first,
+            "skipped_steps": stepper.engine.skipped_steps - skipped_before}
+
+
+def peak_memory(device: torch.device) -> dict | None:
+    """Peak allocated and reserved device memory (GiB) since the last reset."""
+    if device.type != "cuda":
+        return None
+    gib = 2.0 ** 30
+    return {"allocated_gib": torch.cuda.max_memory_allocated(device) / gib,
+            "reserved_gib": torch.cuda.max_memory_reserved(device) / gib,
+            "total_gib": torch.cuda.get_device_properties(device).total_memory / gib}
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def fits_function(stepper: EngineStep, seed: int = 0):
+    """``fits(batch)`` for the batch search: one step at that batch; False on OOM."""
+    from launcher.benchmarks.gpu_measure import is_oom
+
+    def fits(batch: int) -> bool:
+        on_device = None
+        try:
+            on_device = stepper.to_device(synthetic_batch(stepper.cfg, batch, stepper.device, seed))
+            stepper.step(on_device)
+            synchronize(stepper.device)
+            return True
+        except Exception as err:  # noqa: BLE001 - anything but OOM is re-raised
+            if not is_oom(err):
+                raise
+            return False
+        finally:
+            del on_device
+            stepper.clear_grads()
+            gc.collect()
+            if stepper.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    return fits

@@ -1,0 +1,181 @@
+"""``make gpu-check``: one short run over the CUDA path, ending in one JSON summary line.
+
+In order, each step in fresh processes through the project's own commands:
+
+1. ``device``: CUDA present (else exit 2 with a message), its name, memory, driver.
+2. ``data``: ``fpar synth`` (small synthetic EPIC-55) and ``fpar shards build`` (train, s1).
+3. Per precision (bf16, fp16): ``train_<p>``, the paper's SparNet for a few steps with a
+   checkpoint halfway and at the end (``fpar.train.run``, deterministic kernels);
+   ``restore_<p>``, the newest checkpoint restored as a restarted run does and saved
+   again, every saved tensor compared bit for bit; ``resume_<p>``, the run resumed from
+   its halfway checkpoint to the end, its last checkpoint compared with the
+   uninterrupted run's bit for bit (weights, optimiser, loss scale, RNG states).
+4. ``eval``: ``fpar eval`` of the bf16 run on the s1 shards: one finite row per segment.
+5. ``bench``: ``fpar bench gpu --json`` within what is left of the time limit.
+
+An error (a command failing, a time-out) stops the check at once; a comparison that finds
+differences is recorded and the remaining steps still run. Exit 0 when every step passed,
+1 otherwise, 2 without CUDA (``--allow-cpu`` runs the same steps on the CPU, for testing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from launcher.benchmarks.gpu_steps import PAPER_CONFIG, REPO
+
+DEFAULT_BENCH = ("--variants bf16,fp16,bf16+cl,fp16+cl,bf16+cl+compile --batch-size 32 "
+                 "--warmup 3 --steps 10 --search-start 64 --max-batch 1024 --granularity 16 "
+                 "--loader-workers auto --loader-steps 10 --gpu-decode")
+LOG_TAIL = 3000
+
+
+class CheckError(RuntimeError):
+    """A step could not run: the check stops here."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m launcher.gpu_check", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", help="folder for data, runs and logs (default: a temporary one)")
+    p.add_argument("--time-limit", type=float, default=570.0,
+                   help="seconds for the whole check (default 570)")
+    p.add_argument("--precisions", default="bf16,fp16", help="trained precisions")
+    p.add_argument("--config", default=str(PAPER_CONFIG), help="experiment (default: paper's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra config override for the training runs, repeatable")
+    p.add_argument("--batch-size", type=int, default=4, help="clips per training step")
+    p.add_argument("--steps", type=int, default=6, help="training steps per run (even)")
+    p.add_argument("--participants", type=int, default=4)
+    p.add_argument("--segments", type=int, default=320, help="synthetic segments")
+    p.add_argument("--size", default="456x256", help="synthetic video size WxH")
+    p.add_argument("--frames", type=int, default=8, help="frames stored per segment")
+    p.add_argument("--short-side", type=int, default=256, help="stored short side")
+    p.add_argument("--bench-args", default=DEFAULT_BENCH, help="options of fpar bench gpu")
+    p.add_argument("--skip-bench", action="store_true")
+    p.add_argument("--allow-cpu", action="store_true",
+                   help="run on the CPU when there is no CUDA (tests; use fp32/bf16)")
+    args = p.parse_args(argv)
+    if args.steps < 2 or args.steps % 2:
+        p.error("--steps must be even and >= 2 (a checkpoint halfway and one at the end)")
+    return args
+
+
+class Check:
+    """Runs the steps in order and keeps their records."""
+
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args, self.work = args, work
+        self.began = time.monotonic()
+        self.steps: dict[str, dict] = {}
+        (work / "logs").mkdir(parents=True, exist_ok=True)
+
+    def remaining(self) -> float:
+        return self.args.time_limit - (time.monotonic() - self.began)
+
+    def step(self, name: str, body) -> dict:
+        began = time.monotonic()
+        try:
+            record = body() or {}
+        except CheckError as err:
+            self.steps[name] = {"ok": False, "error": str(err),
+                                "seconds": round(time.monotonic() - began, 1)}
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure stops the check, named
+            self.steps[name] = {"ok": False, "error": f"{type(err).__name__}: {err}",
+                                "seconds": round(time.monotonic() - began, 1)}
+            raise CheckError(f"{name}: {err}") from err
+        record = {"ok": record.pop("ok", True), **record,
+                  "seconds": round(time.monotonic() - began, 1)}
+        self.steps[name] = record
+        return record
+
+    def command(self, name: str, argv: list[str], timeout: float | None = None) -> str:
+        """Runs ``argv`` (logged to logs/<name>.log); returns its stdout; raises on failure."""
+        limit = self.remaining() if timeout is None else min(timeout, self.remaining())
+        if limit < 5:
+            raise CheckError(f"{name}: the time limit ({self.args.time_limit:.0f} s) is spent")
+        log = self.work / "logs" / f"{name}.log"
+        try:
+            proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=limit)
+        except subprocess.TimeoutExpired as err:
+            log.write_text(f"$ {shlex.join(argv)}\n{err.stdout or ''}\n{err.stderr or ''}")
+            raise CheckError(f"{name}: timed out after {limit:.0f} s (log {log})") from None
+        log.write_text(f"$ {shlex.join(argv)}\n[exit {proc.returncode}]\n"
+                       f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+        if proc.returncode != 0:
+            raise CheckError(f"{name}: exit {proc.returncode} (log {log}): "
+                             f"{proc.stderr[-LOG_TAIL:]}")
+        return proc.stdout
+
+
+def fpar(*args: str) -> list[str]:
+    return [sys.executable, "-m", "launcher.cli", *args]
+
+
+def child(*args: str) -> list[str]:
+    return [sys.executable, "-m", "launcher.gpu_check_child", *args]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    args = parse_args(argv)
+    if not torch.cuda.is_available() and not args.allow_cpu:
+        print("gpu-check: no CUDA device is available (torch "
+              f"{torch.__version__}, CUDA {torch.version.cuda or 'none'}); run it on a "
+              "machine with a GPU", file=sys.stderr)
+        return 2
+    from launcher.gpu_check_steps import run_steps
+
+    if args.work:
+        work = Path(args.work).resolve()
+        work.mkdir(parents=True, exist_ok=True)
+        return _finish(run_steps, args, work)
+    with tempfile.TemporaryDirectory(prefix="fpar-gpu-check-") as tmp:
+        return _finish(run_steps, args, Path(tmp))
+
+
+def _finish(run_steps, args, work: Path) -> int:
+    from launcher.benchmarks.machine import machine_info
+
+    check = Check(args, work)
+    failed = None
+    try:
+        run_steps(check)
+    except CheckError as err:
+        failed = str(err)
+    summary = {"check": "gpu", "ok": failed is None and all(s["ok"] for s in check.steps.values()),
+               "stopped_by": failed, "steps": check.steps,
+               "elapsed_s": round(time.monotonic() - check.began, 1),
+               "machine": machine_info(), "work": str(work)}
+    (work / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary))
+    return 0 if summary["ok"] else 1
+
+
+def copy_until(run_dir: Path, dest: Path, keep_tag: str) -> None:
+    """``dest``: the run folder as it stood at checkpoint ``keep_tag`` (later ones removed)."""
+    from fpar.engine import checkpoint as ckpt
+
+    shutil.copytree(run_dir, dest)
+    root = dest / "checkpoints"
+    keep_step = int(keep_tag.removeprefix("step"))
+    for tag in ckpt.complete_tags(root):
+        if int(tag.removeprefix("step")) > keep_step:
+            shutil.rmtree(root / tag)
+    (root / ckpt.LATEST).write_text(keep_tag + "\n")
+    if (root / ckpt.BEST).is_file():
+        (root / ckpt.BEST).unlink()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The steps of ``launcher.gpu_check`` (see there for what each one proves)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+from pathlib import Path
+
+from launcher.gpu_check import CheckError, child, copy_until, fpar
+
+
+def run_steps(check) -> None:
+    """Runs every step in order; raises CheckError at the first one that cannot run."""
+    check.step("device", lambda: device_info(check.args.allow_cpu))
+    shards = check.work / "shards"
+    check.step("data", lambda: build_data(check, shards))
+    runs = {}
+    for precision in [p.strip() for p in check.args.precisions.split(",") if p.strip()]:
+        run_dir = check.work / "runs" / precision
+        runs[precision] = run_dir
+        check.step(f"train_{precision}", lambda: train(check, run_dir, shards, precision))
+        check.step(f"restore_{precision}", lambda: restore(check, run_dir))
+        check.step(f"resume_{precision}", lambda: resume(check, run_dir))
+    first = runs.get("bf16") or next(iter(runs.values()), None)
+    if first is not None:
+        check.step("eval", lambda: evaluate(check, first, shards / "s1"))
+    if not check.args.skip_bench:
+        check.step("bench", lambda: bench(check, shards / "train"))
+
+
+def device_info(allow_cpu: bool) -> dict:
+    import shutil
+    import subprocess
+
+    import torch
+
+    if not torch.cuda.is_available():
+        if not allow_cpu:
+            raise CheckError("no CUDA device")
+        return {"device": "cpu"}
+    props = torch.cuda.get_device_properties(0)
+    driver = None
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        driver = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout else None
+    return {"device": torch.cuda.get_device_name(0), "memory_gib": props.total_memory / 2**30,
+            "capability": f"{props.major}.{props.minor}", "driver": driver,
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+            "bf16_supported": torch.cuda.is_bf16_supported(), "devices": torch.cuda.device_count()}
+
+
+def build_data(check, shards: Path) -> dict:
+    from launcher.benchmarks.machine import usable_cores
+    from shards.schema import read_manifest
+
+    args = check.args
+    data = check.work / "data"
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    workers = str(max(1, usable_cores() - 1))
+    if not (data / "synth.json").is_file():
+        check.command("synth", fpar("synth", "--format", "epic55", "--out", str(data),
+                                    "--participants", str(args.participants),
+                                    "--segments", str(args.segments), "--seed", "0",
+                                    "--width", str(width), "--height", str(height),
+                                    "--workers", workers))
+    counts = {}
+    for split in ("train", "s1"):
+        check.command(f"shards_{split}", fpar(
+            "shards", "build", "--format", "epic55", "--root", str(data / "videos"),
+            "--annotations", str(data / "annotations"), "--split", split,
+            "--out", str(shards / split), "--workers", workers, "--frames", str(args.frames),
+            "--short-side", str(args.short_side), "--no-progress"))
+        counts[split] = read_manifest(shards / split)["num_samples"]
+    needed = args.batch_size * args.steps
+    if counts["train"] < needed:
+        raise CheckError(f"data: {counts['train']} training samples, fewer than the "
+                         f"{needed} that {args.steps} steps of {args.batch_size} need; "
+                         "raise --segments")
+    return {"samples": counts}
+
+
+def train_overrides(check, shards: Path, precision: str) -> list[str]:
+    args = check.args
+    return [f"data.train_shards={shards / 'train'}", "data.val_shards=null",
+            "eval.test_splits={}", f"data.batch_size={args.batch_size}",
+            f"data.eval_batch_size={args.batch_size}", "data.workers=2",
+            "model.pretrained=none", f"train.precision={precision}",
+            "train.stages=[{name: end_to_end, epochs: 1, trainable: [all]}]",
+            f"train.max_steps_per_epoch={args.steps}",
+            f"train.checkpoint_every_steps={args.steps // 2}",
+            # fp16 starts at a loss scale of 2^16 and skips steps until it has come down.
+            "train.max_nonfinite_steps=50", "train.log_every_steps=1",
+            f"name=gpu_check_{precision}", *args.overrides]
+
+
+def _steps_of(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("kind") == "step"]
+
+
+def train(check, run_dir: Path, shards: Path, precision: str) -> dict:
+    from fpar.engine import checkpoint as ckpt
+
+    out = check.command(f"train_{precision}", child(
+        "train", str(run_dir), check.args.config, *train_overrides(check, shards, precision)))
+    tags = ckpt.complete_tags(run_dir / "checkpoints")
+    if len(tags) < 2:
+        raise CheckError(f"train_{precision}: expected a halfway and a final checkpoint, "
+                         f"found {tags}")
+    steps = _steps_of(run_dir)
+    losses = [s["loss"] for s in steps]
+    return {"ok": bool(losses) and all(v is not None and math.isfinite(v) for v in losses[-1:]),
+            "tags": tags, "losses": losses,
+            "skipped_steps": sum(int(s.get("skipped") or 0) for s in steps),
+            "step_time_s": [round(s["step_time"], 4) for s in steps],
+            "summary": json.loads(out.strip().splitlines()[-1]) if out.strip() else None}
+
+
+def restore(check, run_dir: Path) -> dict:
+    from launcher.checkpoint_compare import compare_checkpoints
+
+    name = run_dir.name
+    out_dir = check.work / "restored" / name
+    result_file = check.work / "restored" / f"{name}.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check.command(f"restore_{name}", child("restore", str(run_dir), str(out_dir), str(result_file)))
+    result = json.loads(result_file.read_text())
+    tag = result["tag"]
+    compared = compare_checkpoints(run_dir / "checkpoints" / tag, out_dir / tag,
+                                   pattern="*_states.pt")
+    meaningful = result["tensors_moved_since_init"] > 0
+    return {"ok": compared["identical"] and not result["module_differences"] and meaningful,
+            **result, "resaved_identical": compared, "weights_moved_since_init": meaningful}
+
+
+def resume(check, run_dir: Path) -> dict:
+    from fpar.engine import checkpoint as ckpt
+    from launcher.checkpoint_compare import compare_checkpoints, compare_states
+
+    tags = ckpt.complete_tags(run_dir / "checkpoints")
+    halfway, last = tags[-2], tags[-1]
+    resumed = run_dir.with_name(run_dir.name + "_resumed")
+    copy_until(run_dir, resumed, halfway)
+    check.command(f"resume_{run_dir.name}", child("train", str(resumed), "--resume"))
+    a, b = run_dir / "checkpoints" / last, resumed / "checkpoints" / last
+    if not (b / ckpt.COMPLETE).is_file():
+        raise CheckError(f"resume_{run_dir.name}: the resumed run wrote no {last}")
+    compared = compare_checkpoints(a, b, pattern="*_states.pt")  # weights, optimiser, scaler
+    rng = compare_checkpoints(a, b, pattern="rng_rank*.pt")
+    state_diffs = compare_states(json.loads((a / ckpt.STATE).read_text()),
+                                 json.loads((b / ckpt.STATE).read_text()))
+    losses_a = {s["step"]: s["loss"] for s in _steps_of(run_dir)}
+    losses_b = {s["step"]: s["loss"] for s in _steps_of(resumed)}
+    same_losses = all(losses_a.get(k) == v for k, v in losses_b.items())
+    return {"ok": compared["identical"] and rng["identical"] and not state_diffs and same_losses,
+            "resumed_from": halfway, "compared": last, "checkpoint": compared, "rng_states": rng,
+            "trainer_state_differences": state_diffs, "losses_equal": same_losses,
+            "losses_uninterrupted": losses_a, "losses_resumed": losses_b}
+
+
+def evaluate(check, run_dir: Path, s1: Path) -> dict:
+    import numpy as np
+
+    from fpar.evaluation.scores import load_scores
+    from shards.schema import read_manifest
+
+    out = check.work / f"scores_{run_dir.name}_s1.pt"
+    check.command("eval", fpar("eval", str(run_dir), "--split", str(s1), "--out", str(out)))
+    ids, outputs = load_scores(out)
+    expected = read_manifest(s1)["num_samples"]
+    finite = all(bool(np.isfinite(np.asarray(v)).all()) for v in outputs.values())
+    return {"ok": len(ids) == expected and len(set(ids)) == len(ids) and finite,
+            "rows": len(ids), "segments": expected, "finite": finite,
+            "outputs": {k: list(np.asarray(v).shape) for k, v in outputs.items()}}
+
+
+def bench(check, train_shards: Path) -> dict:
+    budget = max(30.0, check.remaining() - 60.0)
+    argv = fpar("bench", "gpu", "--json", *shlex.split(check.args.bench_args),
+                "--shards", str(train_shards), "--budget-s", f"{budget:.0f}")
+    out = check.command("bench", argv)
+    result = json.loads(out.strip().splitlines()[-1])
+    failed = [k for k, v in result.get("variants", {}).items() if "error" in v]
+    return {"ok": not failed, "failed_variants": failed, "result": result}
