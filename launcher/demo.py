@@ -34,7 +34,7 @@ class DemoScale:
     segments: int
     width: int
     height: int
-    fps: float
+    fps: float | tuple[float, ...]  # several: given to the videos in turn
     stored_frames: int
     short_side: int
     num_frames: int
@@ -48,15 +48,15 @@ class DemoScale:
 
 SCALES: dict[str, DemoScale] = {
     # Seconds: what the test suite runs end to end.
-    "tiny": DemoScale(participants=3, segments=30, width=128, height=72, fps=15,
+    "tiny": DemoScale(participants=3, segments=30, width=128, height=72, fps=(15.0, 25.0),
                       stored_frames=6, short_side=72, num_frames=3, crop=64,
                       convlstm_hidden=16, batch_size=4, epochs=1),
     # About ten minutes on two CPU cores.
-    "default": DemoScale(participants=6, segments=600, width=228, height=128, fps=30,
+    "default": DemoScale(participants=6, segments=600, width=228, height=128, fps=29.97,
                          stored_frames=14, short_side=112, num_frames=7, crop=96,
                          convlstm_hidden=128, batch_size=8, epochs=10),
     # A real comparison for a bigger machine (or a GPU).
-    "large": DemoScale(participants=12, segments=3000, width=456, height=256, fps=30,
+    "large": DemoScale(participants=12, segments=3000, width=456, height=256, fps=(29.97, 59.94),
                        stored_frames=32, short_side=128, num_frames=7, crop=112,
                        convlstm_hidden=256, batch_size=16, epochs=12,
                        backbone="resnet34", features_from="conv5_x"),
