@@ -1,20 +1,22 @@
 """Reads the raw samples of a rank's shard pieces and notices what the tars fail to hold.
 
-WebDataset's tar iteration ends a shard silently at garbage in the middle of the tar and,
-after a truncation at a member boundary, yields the last sample with members missing. So
-every piece is checked against the sample count the manifest promises: samples that never
-arrive, or arrive incomplete, come out as ``None`` with the reason, and the caller counts
-them as a shortfall.
+Shards are plain tars in WebDataset's layout, read here with the standard library's
+``tarfile`` as a stream (no seeking, no index): consecutive members sharing a key (the
+name up to the first dot of its last part) form one sample, keyed by the rest of the name.
+
+A streamed tar ends silently at garbage in the middle, and after a truncation at a
+member boundary the last sample comes out with members missing. So every piece is checked
+against the sample count the manifest promises: samples that never arrive, or arrive
+incomplete, come out as ``None`` with the reason, and the caller counts them as a
+shortfall.
 """
 
 from __future__ import annotations
 
 import logging
+import tarfile
 from dataclasses import dataclass
-from typing import Iterator, Sequence
-
-from webdataset.filters import reraise_exception
-from webdataset.tariterators import group_by_keys, tar_file_expander
+from typing import BinaryIO, Iterator, Sequence
 
 from fpar.data.plan import Piece
 
@@ -30,10 +32,39 @@ class RawInput:
     problem: str | None = None
 
 
-def _tar_samples(path: str, fh) -> Iterator[dict]:
-    source = [{"url": path, "stream": fh}]
-    files = tar_file_expander(source, handler=reraise_exception)
-    return group_by_keys(files, handler=reraise_exception)
+def split_name(name: str) -> tuple[str, str] | None:
+    """``"dir/KEY.frames.jpgs"`` -> ``("dir/KEY", "frames.jpgs")``; None without an extension."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    if not dot or not stem:
+        return None
+    return (f"{folder}/{stem}" if folder else stem), ext
+
+
+def tar_samples(path: str, fh: BinaryIO) -> Iterator[dict]:
+    """The samples of a tar stream: ``{"__key__", "__url__", ext: bytes, ...}`` in tar order.
+
+    Raises:
+        ValueError: If one sample holds the same extension twice.
+        tarfile.ReadError: If the stream is no tar or a member's data is cut short.
+    """
+    sample: dict | None = None
+    with tarfile.open(fileobj=fh, mode="r|") as tar:
+        for member in tar:
+            parts = split_name(member.name) if member.isfile() else None
+            if parts is None:
+                continue
+            key, ext = parts
+            if sample is not None and sample["__key__"] != key:
+                yield sample
+                sample = None
+            if sample is None:
+                sample = {"__key__": key, "__url__": path}
+            if ext in sample:
+                raise ValueError(f"{path}: {member.name} appears twice in sample {key}")
+            sample[ext] = tar.extractfile(member).read()
+    if sample is not None:
+        yield sample
 
 
 def read_pieces(pieces: Sequence[Piece], required: Sequence[str]) -> Iterator[RawInput]:
@@ -56,7 +87,7 @@ def read_pieces(pieces: Sequence[Piece], required: Sequence[str]) -> Iterator[Ra
         error = None
         try:
             with open(shard.path, "rb") as fh:
-                for k, sample in enumerate(_tar_samples(shard.path, fh)):
+                for k, sample in enumerate(tar_samples(shard.path, fh)):
                     if k >= piece.hi:
                         if k >= shard.samples:
                             log.warning("%s: more samples than the manifest's %d; extra ignored",
