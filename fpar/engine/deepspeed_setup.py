@@ -47,15 +47,17 @@ def check_precision(precision: str, zero_stage: int, cuda_available: bool | None
     """Refuses a precision or ZeRO stage this machine cannot run, before any start-up.
 
     Args:
-        precision: ``fp32``, ``bf16`` or ``fp16``.
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
         zero_stage: 0, 1, 2 or 3.
         cuda_available: Override of ``torch.cuda.is_available()`` (for tests).
 
     Raises:
         ConfigError: With the reason and what to use instead.
     """
+    precision = resolve_precision(precision, cuda_available)
     if precision not in PRECISIONS:
-        raise ConfigError(f"train.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"train.precision: {precision!r} is not one of auto, "
+                          f"{', '.join(PRECISIONS)}")
     if zero_stage not in (0, 1, 2, 3):
         raise ConfigError(f"train.zero_stage: {zero_stage} is not one of 0, 1, 2, 3")
     cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
@@ -70,12 +72,14 @@ def build_ds_config(precision: str, zero_stage: int, micro_batch: int, grad_accu
     """Returns the DeepSpeed config dict for one run.
 
     Args:
-        precision: ``fp32``, ``bf16`` or ``fp16`` (dynamic loss scaling).
+        precision: ``fp32``, ``bf16``, ``fp16`` (dynamic loss scaling) or ``auto``
+            (resolved for this machine).
         zero_stage: ZeRO optimisation stage.
         micro_batch: Clips per rank per forward pass.
         grad_accum: Micro-batches accumulated per optimiser step.
         grad_clip: Global gradient-norm clip (0 = off).
     """
+    precision = resolve_precision(precision)
     if micro_batch < 1 or grad_accum < 1:
         raise ConfigError(f"batch size ({micro_batch}) and train.grad_accum_steps "
                           f"({grad_accum}) must be >= 1")
