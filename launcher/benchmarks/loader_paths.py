@@ -59,13 +59,13 @@ def read_segments(shard_dir: Path, videos: dict[str, list[Path]] | None, limit: 
     Raises:
         FileNotFoundError: A sample's video is not under the video root.
     """
+    from fpar.data.reader import tar_samples
     from shards.schema import shard_paths
-    from webdataset.tariterators import group_by_keys, tar_file_expander
 
     segments: list[Segment] = []
     for path in shard_paths(shard_dir):
         with open(path, "rb") as fh:
-            for sample in group_by_keys(tar_file_expander([{"url": str(path), "stream": fh}])):
+            for sample in tar_samples(str(path), fh):
                 meta = json.loads(bytes(sample[META_EXT]))
                 video = None
                 if videos is not None:
