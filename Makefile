@@ -8,7 +8,7 @@ export TORCH_EXTENSIONS_DIR ?= $(FPAR_CACHE)/torch_extensions
 export MPLBACKEND ?= Agg
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast gpu-check clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# One short run over the CUDA path (training in bf16 and fp16, checkpoint restore and resume
+# compared bit for bit, evaluation, `fpar bench gpu`); one JSON line. Exit 2 without CUDA.
+GPU_CHECK_ARGS ?=
+gpu-check: setup
+	$(BIN)/python -m launcher.gpu_check $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(FPAR_CACHE) .pytest_cache
