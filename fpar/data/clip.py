@@ -103,7 +103,7 @@ def _make_clip(raw: dict, cfg: DataConfig, train: bool, seed: int, epoch: int, k
         box = centre_box(width, height, cfg.test_crop_fraction)
         smallest = cfg.test_crop_fraction
     factor = reduction(min(height, width), smallest, cfg.crop_size) if cfg.reduced_decode else 1
-    sample = decode_sample(dict(raw, **{META_EXT: meta}), picks, reduction=factor,
+    sample = decode_sample({**raw, META_EXT: meta}, picks, reduction=factor,
                            flow=cfg.use_flow)
 
     map_h, map_w = sample["motion"].shape[1:]
