@@ -1,17 +1,18 @@
-"""Building a split's shards: plan, resume, parallel workers, failures, manifest.
+"""Building a split's shards: plan, decode, lay out, resume, failures, manifest.
 
-The plan is deterministic: the split's segments sorted by (video, start, stop, id) and
-grouped by video into work units, so that each video is opened once for all its segments.
-Workers (spawned processes; decord and fork do not mix well) take units from a queue and
-write their own shards; the main process journals each finished shard (see
-:mod:`shards.writer`), keeps the progress bar, and writes ``manifest.json`` last.
+Two phases. Decoding: the split's segments, grouped by video into work units so that each
+video is opened once, go to worker processes (:mod:`shards.build_pool`), which stage one
+small tar per sample in ``staging/``. Writing: the shards are written from the staged
+samples in the seeded layout of :mod:`shards.layout` (every shard a random sample of the
+split), journalled one by one (:mod:`shards.writer`); ``manifest.json`` comes last and the
+staging folder is removed. The shards and the manifest are a function of the annotations,
+the build options and ``seed`` alone.
 
-Resuming: ``build.json`` records the build parameters and a fingerprint of the planned
-segment keys; a re-run into the same folder must match them, recovers the folder to its
-journal, and processes only segments that no finished shard holds. Segments that failed
-are tried again (their failures are recorded anew). A worker that dies (e.g. a decoder
-crash) costs the segments of the video it was on (recorded as failures); the samples of its
-unfinished shard are queued again for a replacement worker.
+Resuming: ``build.json`` records the content parameters and a fingerprint of the planned
+segment keys; a re-run into the same folder must match them. It keeps the journalled
+shards and the staged samples, decodes only the segments found in neither, and writes the
+shards that are missing or out of date. Segments that failed are tried again (their
+failures are recorded anew).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import logging
-import multiprocessing as mp
 import os
-import queue
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,17 +32,19 @@ from fpar.io import atomic_write_json, read_json
 from shards.decode import index_videos
 from shards.motion import MotionConfig
 from shards.schema import DEFAULT_FRAMES, DEFAULT_SHORT_SIDE, JPEG_QUALITY, MANIFEST_NAME, SCHEMA_CHANGES, SCHEMA_VERSION, sample_key, segment_id_from_key
-from shards.worker import SegmentTask, WorkerSettings, WorkUnit, run_worker
-from shards.writer import Journal, ShardRecord, recover, sweep
+from shards.build_pool import WorkerPool
+from shards.layout import DEFAULT_SHARD_SAMPLES, plan_layout, write_shards
+from shards.worker import SegmentTask, WorkerSettings, WorkUnit
+from shards.writer import STAGING_DIR, Journal, recover, staged_keys, sweep
 
 log = logging.getLogger(__name__)
 
 BUILD_STATE_NAME = "build.json"
 LOCK_NAME = ".build.lock"
-# Parameters that change the content of a sample: a resumed build must use the same ones.
-# Worker deaths (decoder crashes) tolerated before the build gives up.
-MAX_WORKER_DEATHS = 8
-CONTENT_PARAMS = ("format", "split", "frames", "short_side", "flow", "jpeg_quality", "motion")
+# Parameters that change the content or layout of the shards: a resumed build must use the
+# same ones, and the manifest records them (not the folder or the worker count).
+CONTENT_PARAMS = ("format", "split", "frames", "short_side", "flow", "jpeg_quality", "motion", "shard_samples", "seed")
+MANIFEST_PARAMS = ("root", "annotations", *CONTENT_PARAMS)
 
 
 @dataclass
@@ -58,13 +60,14 @@ class BuildConfig:
     frames: int = DEFAULT_FRAMES
     short_side: int = DEFAULT_SHORT_SIDE
     flow: bool = False
-    shard_bytes: int = 1_000_000_000
+    shard_samples: int = DEFAULT_SHARD_SAMPLES  # samples per shard (the last one fewer)
+    seed: int = 0  # seed of the layout: which samples each shard holds, in which order
     jpeg_quality: int = JPEG_QUALITY
     motion: MotionConfig = field(default_factory=MotionConfig)
 
     def __post_init__(self) -> None:
-        if self.workers < 1 or self.frames < 1 or self.short_side < 8 or self.shard_bytes < 1:
-            raise ValueError("workers and frames must be >= 1, short_side >= 8, shard_bytes >= 1")
+        if self.workers < 1 or self.frames < 1 or self.short_side < 8 or self.shard_samples < 1:
+            raise ValueError("workers, frames and shard_samples must be >= 1, short_side >= 8")
 
 
 @dataclass
@@ -180,6 +183,7 @@ def clear_output(out: Path, cfg: BuildConfig) -> None:
     sweep(out, cfg.format, cfg.split, keep=set())
     for name in (BUILD_STATE_NAME, MANIFEST_NAME, Journal(out).path.name):
         (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
 
 
 def build_shards(cfg: BuildConfig, segments=None, restart: bool = False, progress: bool = True) -> BuildReport:
@@ -213,242 +217,80 @@ def build_shards(cfg: BuildConfig, segments=None, restart: bool = False, progres
         if restart:
             clear_output(out, cfg)
         _check_state(out, cfg, _fingerprint(units))
-        records, next_number = recover(out, cfg.format, cfg.split)
-        done = {k for r in records for k in r.keys}
+        records, _ = recover(out, cfg.format, cfg.split)
+        staging = out / STAGING_DIR
+        staging.mkdir(exist_ok=True)
+        done = {k for r in records for k in r.keys} | staged_keys(staging)
         pending = []
         for unit in units:
             todo = [s for s in unit.segments if s.key not in done]
             if todo:
                 pending.append(WorkUnit(unit.unit_id, unit.video_id, unit.source, unit.kind, unit.error, todo))
         locate_sources(pending, cfg)
-        run = _Run(cfg, out, records, next_number)
-        run.execute(pending, progress)
-        report = run.finish(units, len(done), started)
+        settings = WorkerSettings(
+            staging_dir=str(staging), dataset=cfg.format, split=cfg.split, frames=cfg.frames,
+            short_side=cfg.short_side, flow=cfg.flow, jpeg_quality=cfg.jpeg_quality,
+            motion=to_dict(cfg.motion), parent_pid=os.getpid(),
+        )
+        pool = WorkerPool(cfg.workers, settings, f"{cfg.format} {cfg.split}")
+        pool.execute(pending, progress)
+        report = _finish(cfg, out, units, records, pool, len(done), started, progress)
     return report
+
+
+def _finish(cfg: BuildConfig, out: Path, units: list[WorkUnit], records, pool: WorkerPool,
+            already_done: int, started: float, progress: bool) -> BuildReport:
+    """Writes the shards in layout order, checks that every planned segment is in exactly
+    one shard or in the failures, writes the manifest and removes the staging folder."""
+    planned = {s.key: s for u in units for s in u.segments}
+    staging = out / STAGING_DIR
+    layout = plan_layout(list(planned), cfg.shard_samples, cfg.seed)
+    table_fps = {k: s.fps for k, s in planned.items()}
+    shards = write_shards(out, cfg.format, cfg.split, layout, records, staged_keys(staging), staging,
+                          table_fps, progress)
+    Journal(out).rewrite(shards)
+    stray = sweep(out, cfg.format, cfg.split, keep={r.name for r in shards})
+    if stray:
+        log.info("removed %d shard file(s) of earlier layouts or unfinished writes", len(stray))
+    written: dict[str, str] = {}
+    for record in shards:
+        for key in record.keys:
+            if key in written:
+                raise RuntimeError(f"sample {key} is in both {written[key]} and {record.name}")
+            written[key] = record.name
+    failures = [f for f in pool.failures if sample_key(f["segment_id"]) not in written]
+    failed = {sample_key(f["segment_id"]) for f in failures}
+    for key in sorted(set(planned) - set(written) - failed):
+        seg = planned[key]
+        failures.append({"segment_id": seg.segment_id, "video_id": seg.video_id, "reason": "not written"})
+    failures.sort(key=lambda f: (f["video_id"], f["segment_id"]))
+    clamped = sorted(segment_id_from_key(k) for r in shards for k in r.clamped)
+    rates = {v: note for r in shards for v, note in r.rates.items()}
+    if clamped:
+        log.info("%d segment(s) stopped past their video's last frame and were clamped to it", len(clamped))
+    params = {k: v for k, v in to_dict(cfg).items() if k in MANIFEST_PARAMS}
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": cfg.format,
+        "split": cfg.split,
+        "params": params,
+        "num_segments": len(planned),
+        "num_samples": sum(r.samples for r in shards),
+        "shards": [r.summary() for r in shards],
+        "failures": failures,
+        "num_clamped": len(clamped),
+        "clamped": clamped,
+        "rate_mismatches": [rates[v] for v in sorted(rates)],
+    }
+    atomic_write_json(out / MANIFEST_NAME, manifest)
+    shutil.rmtree(staging, ignore_errors=True)
+    return BuildReport(
+        out=out, planned=len(planned), written=pool.written, already_done=already_done,
+        failures=failures, shards=len(shards), seconds=time.monotonic() - started, clamped=len(clamped),
+    )
 
 
 def read_build_state(out: str | Path) -> dict | None:
     """The ``build.json`` of a shard folder, or None."""
     path = Path(out) / BUILD_STATE_NAME
     return read_json(path) if path.is_file() else None
-
-
-def _drain(results, wait: float = 0.5) -> list[tuple]:
-    out = []
-    while True:
-        try:
-            out.append(results.get(timeout=wait))
-        except queue.Empty:
-            return out
-
-
-class _Run:
-    """The main process's side of one build run: workers, journal, progress, manifest."""
-
-    def __init__(self, cfg: BuildConfig, out: Path, records: list[ShardRecord], next_number: int):
-        self.cfg = cfg
-        self.out = out
-        self.records = list(records)
-        self.journal = Journal(out)
-        self.failures: list[dict] = []
-        self.written = 0
-        self.ctx = mp.get_context("spawn")
-        self.counter = self.ctx.Value("q", next_number)
-        self.settings = WorkerSettings(
-            out_dir=str(out), dataset=cfg.format, split=cfg.split, frames=cfg.frames,
-            short_side=cfg.short_side, flow=cfg.flow, jpeg_quality=cfg.jpeg_quality,
-            shard_bytes=cfg.shard_bytes, motion=to_dict(cfg.motion), parent_pid=os.getpid(),
-        )
-        # Per worker: the unit it is on, the keys of that unit it reported (ok or failed),
-        # and the keys sitting in its unfinished shard.
-        self.current: dict[int, WorkUnit | None] = {}
-        self.handled: dict[int, set[str]] = {}
-        self.open_keys: dict[int, list[str]] = {}
-        self.units: dict[int, WorkUnit] = {}
-        self.outstanding: set[int] = set()
-        self.segment_of: dict[str, tuple[WorkUnit, SegmentTask]] = {}
-        self.ready: set[int] = set()
-        self.deaths = 0
-
-    def _spawn(self, wid: int, tasks, results):
-        self.ready.discard(wid)
-        self.current[wid], self.handled[wid], self.open_keys[wid] = None, set(), []
-        proc = self.ctx.Process(
-            target=run_worker, args=(wid, self.settings, tasks, results, self.counter), daemon=True,
-            name=f"shard-worker-{wid}",
-        )
-        proc.start()
-        return proc
-
-    def _add_unit(self, unit: WorkUnit, tasks) -> None:
-        self.units[unit.unit_id] = unit
-        self.outstanding.add(unit.unit_id)
-        tasks.put(unit)
-
-    def execute(self, units: list[WorkUnit], progress: bool) -> None:
-        """Runs the units on the workers until every one is finished."""
-        if not units:
-            return
-        from tqdm import tqdm
-
-        tasks, results = self.ctx.Queue(), self.ctx.Queue()
-        for unit in units:
-            self.segment_of.update((s.key, (unit, s)) for s in unit.segments)
-            self._add_unit(unit, tasks)
-        self.next_unit_id = max(self.units) + 1
-        procs = {wid: self._spawn(wid, tasks, results) for wid in range(min(self.cfg.workers, len(units)))}
-        exited: set[int] = set()
-        stopping = False  # one None per worker has been queued
-        self.bar = tqdm(
-            total=sum(len(u.segments) for u in units), unit="seg", desc=f"{self.cfg.format} {self.cfg.split}",
-            disable=not progress, dynamic_ncols=True,
-        )
-        clean = False
-        try:
-            while len(exited) < len(procs):
-                try:
-                    msg = results.get(timeout=1.0)
-                except queue.Empty:
-                    if any(w not in exited and not p.is_alive() for w, p in procs.items()):
-                        # A worker that ended normally may have left its last messages in
-                        # flight: read them before calling it dead.
-                        for msg in _drain(results):
-                            self._handle(msg)
-                            if msg[0] == "exit":
-                                exited.add(msg[1])
-                    for wid, proc in list(procs.items()):
-                        if wid not in exited and not proc.is_alive():
-                            if wid not in self.ready:
-                                raise RuntimeError(
-                                    f"shard worker {wid} failed to start (exit code {proc.exitcode}); see its error above"
-                                )
-                            self.deaths += 1
-                            if self.deaths > MAX_WORKER_DEATHS:
-                                raise RuntimeError(f"{self.deaths} shard workers died; giving up (re-run to resume)")
-                            for unit in self._worker_died(wid, proc):
-                                self._add_unit(unit, tasks)
-                            procs[wid] = self._spawn(wid, tasks, results)
-                            if stopping:  # the replacement needs its own end marker
-                                tasks.put(None)
-                else:
-                    self._handle(msg)
-                    if msg[0] == "exit":
-                        exited.add(msg[1])
-                if not self.outstanding and not stopping:
-                    stopping = True
-                    for _ in procs:
-                        tasks.put(None)
-            clean = True
-        finally:
-            self.bar.close()
-            for proc in procs.values():
-                if clean:
-                    proc.join(timeout=30)
-                if proc.is_alive():
-                    proc.terminate()
-                    proc.join(timeout=5)
-
-    def _handle(self, msg: tuple) -> None:
-        """Applies one worker message."""
-        kind, wid = msg[0], msg[1]
-        if kind == "ready":
-            self.ready.add(wid)
-        elif kind == "unit":
-            self.current[wid], self.handled[wid] = self.units[msg[2]], set()
-        elif kind == "ok":
-            self.open_keys[wid].append(msg[2])
-            self.handled[wid].add(msg[2])
-            self.written += 1
-            self.bar.update(1)
-        elif kind == "rate":
-            note = msg[2]
-            log.warning(
-                "%s runs at %.3f fps, the video-info table says %.3f: frames are taken by the "
-                "file's own timestamps", note["video_id"], note["file_fps"], note["table_fps"],
-            )
-        elif kind == "fail":
-            self.failures.append(msg[2])
-            self.handled[wid].add(sample_key(msg[2]["segment_id"]))
-            self.bar.update(1)
-            log.warning("skipped %s (%s): %s", msg[2]["segment_id"], msg[2]["video_id"], msg[2]["reason"])
-        elif kind == "shard":
-            record: ShardRecord = msg[2]
-            self.journal.append(record)
-            self.records.append(record)
-            finished = set(record.keys)
-            self.open_keys[wid] = [k for k in self.open_keys[wid] if k not in finished]
-        elif kind == "unit_done":
-            self.outstanding.discard(msg[2])
-            self.current[wid] = None
-
-    def _worker_died(self, wid: int, proc) -> list[WorkUnit]:
-        """Records the dead worker's current video as failed; returns, as new units, the
-        samples its unfinished shard took with it."""
-        log.error("shard worker %d died (exit code %s)", wid, proc.exitcode)
-        unit = self.current[wid]
-        if unit is not None:
-            reason = f"worker process died (exit code {proc.exitcode}) while processing this video"
-            for seg in unit.segments:
-                if seg.key not in self.handled[wid]:
-                    self.failures.append({"segment_id": seg.segment_id, "video_id": seg.video_id, "reason": reason})
-                    self.bar.update(1)
-            self.outstanding.discard(unit.unit_id)
-        lost = self.open_keys[wid]
-        self.written -= len(lost)
-        regrouped: dict[int, WorkUnit] = {}
-        for key in lost:
-            origin, seg = self.segment_of[key]
-            if origin.unit_id not in regrouped:
-                regrouped[origin.unit_id] = WorkUnit(
-                    self.next_unit_id, origin.video_id, origin.source, origin.kind, origin.error
-                )
-                self.next_unit_id += 1
-            regrouped[origin.unit_id].segments.append(seg)
-            self.segment_of[key] = (regrouped[origin.unit_id], seg)
-        self.bar.total += len(lost)
-        self.bar.refresh()
-        return list(regrouped.values())
-
-    def finish(self, units: list[WorkUnit], already_done: int, started: float) -> BuildReport:
-        """Sweeps stray files, checks that every planned segment is in exactly one shard or
-        in the failures, and writes the manifest."""
-        names = {r.name for r in self.records}
-        stray = sweep(self.out, self.cfg.format, self.cfg.split, keep=names)
-        if stray:
-            log.info("removed %d unfinished shard file(s)", len(stray))
-        planned = {s.key: s for u in units for s in u.segments}
-        written: dict[str, str] = {}
-        for record in self.records:
-            for key in record.keys:
-                if key in written:
-                    raise RuntimeError(f"sample {key} is in both {written[key]} and {record.name}")
-                written[key] = record.name
-        failed = {sample_key(f["segment_id"]) for f in self.failures}
-        for key in sorted(set(planned) - set(written) - failed):
-            seg = planned[key]
-            self.failures.append({"segment_id": seg.segment_id, "video_id": seg.video_id, "reason": "not written"})
-        self.failures.sort(key=lambda f: (f["video_id"], f["segment_id"]))
-        shards = sorted(self.records, key=lambda r: r.name)
-        clamped = sorted(segment_id_from_key(k) for r in shards for k in r.clamped)
-        rates = {v: note for r in shards for v, note in r.rates.items()}
-        if clamped:
-            log.info("%d segment(s) stopped past their video's last frame and were clamped to it", len(clamped))
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "dataset": self.cfg.format,
-            "split": self.cfg.split,
-            "params": to_dict(self.cfg),
-            "num_segments": len(planned),
-            "num_samples": sum(r.samples for r in shards),
-            "shards": [r.summary() for r in shards],
-            "failures": self.failures,
-            "num_clamped": len(clamped),
-            "clamped": clamped,
-            "rate_mismatches": [rates[v] for v in sorted(rates)],
-        }
-        atomic_write_json(self.out / MANIFEST_NAME, manifest)
-        return BuildReport(
-            out=self.out, planned=len(planned), written=self.written, already_done=already_done,
-            failures=self.failures, shards=len(shards), seconds=time.monotonic() - started,
-            clamped=len(clamped),
-        )

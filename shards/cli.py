@@ -5,30 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 
 from fpar.config import ConfigError
 
 log = logging.getLogger(__name__)
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """Parses a byte size: ``1GB``, ``500MB`` (powers of 10), ``64MiB`` (powers of 2) or a plain integer."""
-    match = _SIZE.match(str(text))
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1GB, 500MB, 64MiB)")
-    unit = (match.group(2) or "").lower().rstrip("b")
-    if unit not in _UNITS:
-        raise argparse.ArgumentTypeError(f"unknown size unit in {text!r}")
-    value = int(float(match.group(1)) * _UNITS[unit])
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
-    return value
-
 
 def parse_spans(text: str) -> tuple[int, ...]:
     """Parses comparison distances such as ``1,3`` into a tuple of positive integers."""
@@ -64,7 +45,12 @@ def register(subparsers) -> None:
     build.add_argument("--frames", type=int, default=None, help="frames kept per segment, M (default 32); training may use any N <= M")
     build.add_argument("--short-side", type=int, default=None, help="stored frame short side in pixels (default 256)")
     build.add_argument("--flow", action="store_true", help="also store the 5 stacked x/y warp-flow pairs around each kept frame")
-    build.add_argument("--shard-size", type=parse_size, default=parse_size("1GB"), help="target shard size, e.g. 1GB, 500MB (default 1GB)")
+    build.add_argument("--shard-samples", type=int, default=None,
+                       help="samples per shard (default 256: ~150 MB at 32 frames of 256 px); every shard is a "
+                       "seeded random sample of the split")
+    build.add_argument("--seed", type=int, default=None,
+                       help="seed of the layout (which samples each shard holds, in which order; default 0): "
+                       "the same inputs and seed give byte-identical shards")
     build.add_argument("--jpeg-quality", type=int, default=None, help="JPEG quality of frames and flow (default 90)")
     build.add_argument("--flow-side", type=int, default=None, help="optical flow runs on frames scaled to this short side, never enlarged (default 160)")
     build.add_argument("--flow-scale", type=float, default=None, help="optical flow runs on frames scaled by this factor instead of --flow-side (0 < f <= 1)")
@@ -99,13 +85,14 @@ def config_from_args(args: argparse.Namespace):
     }
     optional = {
         key: value
-        for key, value in (("frames", args.frames), ("short_side", args.short_side), ("jpeg_quality", args.jpeg_quality))
+        for key, value in (("frames", args.frames), ("short_side", args.short_side), ("jpeg_quality", args.jpeg_quality),
+                           ("shard_samples", args.shard_samples), ("seed", args.seed))
         if value is not None
     }
     try:
         return BuildConfig(
             format=args.format, root=args.root, annotations=args.annotations, split=args.split, out=args.out,
-            workers=args.workers, flow=args.flow, shard_bytes=args.shard_size, motion=MotionConfig(**motion), **optional,
+            workers=args.workers, flow=args.flow, motion=MotionConfig(**motion), **optional,
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err

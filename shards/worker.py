@@ -1,20 +1,20 @@
-"""One shard-building worker process: decode, motion maps, encode, write its own shards.
+"""One shard-building worker process: decode, motion maps, encode, stage each sample.
 
-Work arrives as :class:`WorkUnit` (one video and its pending segments) on a task queue;
-results go back to the main process as tuples on a result queue:
+Work arrives as :class:`WorkUnit` (one video and its pending segments) on a task queue.
+Each finished sample is staged as its own small tar (:func:`shards.writer.stage_sample`);
+the main process later writes the shards in the planned order from the staged samples.
+Results go back to the main process as tuples on a result queue:
 
 - ``("ready", wid)``: started up;
 - ``("unit", wid, unit_id)``: started a unit;
-- ``("ok", wid, key)``: a sample was added to this worker's open shard;
+- ``("ok", wid, key)``: a sample was staged;
 - ``("rate", wid, {video_id, table_fps, file_fps})``: the video's real rate disagrees with
   the annotations' video-info table by more than :data:`RATE_TOLERANCE` (once per video);
 - ``("fail", wid, {segment_id, video_id, reason})``: a segment was skipped;
-- ``("shard", wid, ShardRecord)``: a shard was completed and renamed;
-- ``("unit_done", wid, unit_id)``; ``("exit", wid)`` after its last shard.
+- ``("unit_done", wid, unit_id)``; ``("exit", wid)`` when told to stop.
 
-The worker imports neither pandas nor the models; it stops (dropping its unfinished shard)
-as soon as it notices that the process that started it has gone, so an orphan of a killed
-build cannot race a restarted one.
+The worker imports neither pandas nor the models; it stops as soon as it notices that the
+process that started it has gone, so an orphan of a killed build cannot race a restarted one.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from shards.decode import DecodeError, FrameFolder, open_video, sample_frames
 from shards.motion import MotionConfig, MotionEstimator
 from shards.schema import SchemaError, encode_sample
 from shards.timing import SegmentOutside
-from shards.writer import ShardWriter, name_allocator
+from shards.writer import stage_sample
 
 # A file whose real rate differs from the video-info table's by more than this is reported.
 RATE_TOLERANCE = 0.01
@@ -71,14 +71,13 @@ class WorkUnit:
 class WorkerSettings:
     """What every worker needs to know about the build."""
 
-    out_dir: str
+    staging_dir: str
     dataset: str
     split: str
     frames: int
     short_side: int
     flow: bool
     jpeg_quality: int
-    shard_bytes: int
     motion: dict[str, Any]
     parent_pid: int
     decode_threads: int = 1
@@ -146,7 +145,7 @@ def rate_mismatch(source, unit: WorkUnit) -> dict | None:
     return {"video_id": unit.video_id, "table_fps": table, "file_fps": round(source.fps, 4)}
 
 
-def run_worker(wid: int, settings: WorkerSettings, tasks, results, counter) -> None:
+def run_worker(wid: int, settings: WorkerSettings, tasks, results) -> None:
     """Worker process entry point (spawned): serves units until it receives ``None``."""
     cv2.setNumThreads(1)
     estimator = MotionEstimator(MotionConfig(**settings.motion))
@@ -155,33 +154,22 @@ def run_worker(wid: int, settings: WorkerSettings, tasks, results, counter) -> N
         if os.getppid() != settings.parent_pid:
             raise ParentGone()
 
-    writer = ShardWriter(
-        settings.out_dir,
-        name_allocator(settings.dataset, settings.split, counter),
-        settings.shard_bytes,
-        on_finished=lambda record: results.put(("shard", wid, record)),
-        before_rename=check_parent,
-    )
-
     results.put(("ready", wid))
     try:
         while True:
             unit = tasks.get()
             if unit is None:
-                check_parent()
-                writer.finish()
                 results.put(("exit", wid))
                 return
             check_parent()
             results.put(("unit", wid, unit.unit_id))
-            _run_unit(wid, unit, settings, estimator, writer, results, check_parent)
+            _run_unit(wid, unit, settings, estimator, results, check_parent)
             results.put(("unit_done", wid, unit.unit_id))
     except ParentGone:
-        writer.abort()
         sys.exit(3)
 
 
-def _run_unit(wid, unit, settings, estimator, writer, results, check_parent) -> None:
+def _run_unit(wid, unit, settings, estimator, results, check_parent) -> None:
     def fail(seg: SegmentTask, reason: str) -> None:
         results.put(("fail", wid, {"segment_id": seg.segment_id, "video_id": seg.video_id, "reason": reason}))
 
@@ -197,7 +185,7 @@ def _run_unit(wid, unit, settings, estimator, writer, results, check_parent) -> 
     for seg in unit.segments:
         check_parent()
         try:
-            members, clamped = make_sample(source, seg, settings, estimator)
+            members, _clamped = make_sample(source, seg, settings, estimator)
         except (DecodeError, SchemaError, ValueError, cv2.error) as err:
             fail(seg, str(err))
             continue
@@ -207,5 +195,5 @@ def _run_unit(wid, unit, settings, estimator, writer, results, check_parent) -> 
             fail(seg, f"unexpected {type(err).__name__}: {err}")
             continue
         check_parent()
-        writer.write(seg.key, members, clamped=clamped, rate=mismatch)
+        stage_sample(settings.staging_dir, seg.key, members)
         results.put(("ok", wid, seg.key))

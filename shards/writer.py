@@ -1,12 +1,13 @@
-"""Size-targeted tar shards, the journal of finished shards, and recovery after a crash.
+"""Tar shards, staged samples, the journal of finished shards, and recovery after a crash.
 
 A shard is written as ``NAME.tar.tmp``, flushed to disk, then renamed to ``NAME.tar``: a
 ``.tar`` file is always complete. The builder's main process appends one line per finished
 shard (its name, size, sha256 and sample keys) to ``journal.jsonl`` after the rename; only
-shards in the journal count. On restart, :func:`recover` deletes every ``.tmp`` file and
-every shard the journal does not know (killed between rename and journal line), so their
-samples are written again and none twice. Shard numbers continue above every number seen on
-disk, so a new shard never takes the name of one from an earlier run.
+shards in the journal count, and a later line for the same name replaces an earlier one.
+On restart, :func:`recover` deletes every ``.tmp`` file and every shard the journal does not
+know (killed between rename and journal line), so their samples are written again and none
+twice. Every member is written with fixed metadata, so the same samples in the same order
+give the same bytes.
 """
 
 from __future__ import annotations
@@ -66,6 +67,17 @@ class _HashingFile(io.RawIOBase):
         return self.size
 
 
+def _add_members(tar: tarfile.TarFile, key: str, members: dict[str, bytes]) -> None:
+    """``KEY.EXT`` members in a fixed order with fixed metadata, so equal samples give equal bytes."""
+    for ext in sorted(members):
+        data = members[ext]
+        info = tarfile.TarInfo(f"{key}.{ext}")
+        info.size = len(data)
+        info.mode = 0o644
+        info.mtime = 0
+        tar.addfile(info, io.BytesIO(data))
+
+
 class ShardWriter:
     """Appends samples to the current shard and starts a new one past ``target_bytes``.
 
@@ -116,13 +128,7 @@ class ShardWriter:
             self.finish()
         if self._tar is None:
             self._open()
-        for ext in sorted(members):
-            data = members[ext]
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size = len(data)
-            info.mode = 0o644
-            info.mtime = 0
-            self._tar.addfile(info, io.BytesIO(data))
+        _add_members(self._tar, key, members)
         self._keys.append(key)
         if clamped:
             self._clamped.append(key)
@@ -217,17 +223,19 @@ def recover(out_dir: str | Path, dataset: str, split: str) -> tuple[list[ShardRe
     out_dir = Path(out_dir)
     journal = Journal(out_dir)
     pattern = _shard_pattern(dataset, split)
-    records, highest = [], -1
-    seen: set[str] = set()
+    latest: dict[str, ShardRecord] = {}
+    highest = -1
     for record in journal.read():
-        path = out_dir / record.name
         match = pattern.match(record.name)
         if match:
             highest = max(highest, int(match.group(1)))
-        if record.name in seen or not path.is_file() or path.stat().st_size != record.bytes:
-            continue
-        seen.add(record.name)
-        records.append(record)
+        latest[record.name] = record
+    records = []
+    for name, record in latest.items():
+        path = out_dir / name
+        if path.is_file() and path.stat().st_size == record.bytes:
+            records.append(record)
+    seen = {r.name for r in records}
     for path in out_dir.iterdir() if out_dir.is_dir() else []:
         match = pattern.match(path.name)
         if not match:
@@ -252,14 +260,42 @@ def sweep(out_dir: str | Path, dataset: str, split: str, keep: set[str]) -> list
     return removed
 
 
-def name_allocator(dataset: str, split: str, counter) -> Callable[[], str]:
-    """Returns a callable giving ``<dataset>-<split>-%06d.tar`` names from a shared counter
-    (a ``multiprocessing.Value``), so that concurrent writers never pick the same number."""
+STAGING_DIR = "staging"
 
-    def next_name() -> str:
-        with counter.get_lock():
-            number = counter.value
-            counter.value += 1
-        return shard_name(dataset, split, number)
 
-    return next_name
+def stage_sample(staging_dir: str | Path, key: str, members: dict[str, bytes]) -> Path:
+    """Writes one sample as ``KEY.tar`` in the staging folder (complete once renamed)."""
+    folder = Path(staging_dir)
+    path = folder / f"{key}.tar"
+    tmp = folder / f"{key}.tar{TMP_SUFFIX}"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add_members(tar, key, members)
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+def staged_keys(staging_dir: str | Path) -> set[str]:
+    """Keys of the complete staged samples (unfinished ``.tmp`` files are deleted)."""
+    folder = Path(staging_dir)
+    keys = set()
+    for path in folder.iterdir() if folder.is_dir() else []:
+        if path.name.endswith(TMP_SUFFIX):
+            path.unlink(missing_ok=True)
+        elif path.suffix == ".tar":
+            keys.add(path.name[: -len(".tar")])
+    return keys
+
+
+def read_samples(path: str | Path, keys: set[str] | None = None) -> dict[str, dict[str, bytes]]:
+    """The members of the samples of a tar (a shard or a staged sample), by key."""
+    samples: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(path) as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            key, _, ext = info.name.partition(".")
+            if keys is None or key in keys:
+                samples.setdefault(key, {})[ext] = tar.extractfile(info).read()
+    return samples
