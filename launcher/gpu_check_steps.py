@@ -85,7 +85,9 @@ def train_overrides(check, shards: Path, precision: str) -> list[str]:
     args = check.args
     return [f"data.train_shards={shards / 'train'}", "data.val_shards=null",
             "eval.test_splits={}", f"data.batch_size={args.batch_size}",
-            f"data.eval_batch_size={args.batch_size}", "data.workers=2",
+            # In-process reading: a DataLoader draws its workers' base seed from the global
+            # torch generator, which would move the saved CPU RNG state of a resumed run.
+            f"data.eval_batch_size={args.batch_size}", "data.workers=0",
             "model.pretrained=none", f"train.precision={precision}",
             "train.stages=[{name: end_to_end, epochs: 1, trainable: [all]}]",
             f"train.max_steps_per_epoch={args.steps}",

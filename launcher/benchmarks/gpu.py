@@ -162,20 +162,20 @@ def _measure(args, variants, device) -> dict:
     elif over():
         report["loader"] = {"skipped": "time budget spent"}
     else:
-        report["loader"] = _loader_part(args, variants, results, device)
+        report["loader"] = _loader_part(args, variants, results, device, over)
     report["goals"] = gpu_parts.goals(report, GOALS)
     report["elapsed_s"] = time.monotonic() - began
     return report
 
 
-def _loader_part(args, variants, results, device) -> dict:
-    from launcher.benchmarks import gpu_parts
+def _loader_part(args, variants, results, device, over) -> dict:
+    from launcher.benchmarks.gpu_parts import loader_part, prepare_shards
 
     if args.shards:
-        return gpu_parts.loader_part(args, variants, results, device, Path(args.shards))
+        return loader_part(args, variants, results, device, Path(args.shards), over)
     if args.work:
-        return gpu_parts.loader_part(args, variants, results, device,
-                                     gpu_parts.prepare_shards(Path(args.work), args.seed))
+        shards = prepare_shards(Path(args.work), args.seed)
+        return loader_part(args, variants, results, device, shards, over)
     with tempfile.TemporaryDirectory(prefix="fpar-bench-gpu-") as tmp:
-        return gpu_parts.loader_part(args, variants, results, device,
-                                     gpu_parts.prepare_shards(Path(tmp), args.seed))
+        shards = prepare_shards(Path(tmp), args.seed)
+        return loader_part(args, variants, results, device, shards, over)

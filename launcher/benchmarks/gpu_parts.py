@@ -126,7 +126,7 @@ def prepare_shards(work: Path, seed: int) -> Path:
     return prepare(work, spec)[0]
 
 
-def loader_part(args, variants, results, device, shard_dir: Path) -> dict:
+def loader_part(args, variants, results, device, shard_dir: Path, over=lambda: False) -> dict:
     """The fastest eager bf16 (else first) variant fed by the loader, per worker count."""
     from launcher.benchmarks.gpu import GOALS, worker_counts
     from launcher.benchmarks.machine import usable_cores
@@ -142,6 +142,9 @@ def loader_part(args, variants, results, device, shard_dir: Path) -> dict:
         from launcher.benchmarks.gpu_loader import loader_steps
 
         for workers in counts:
+            if over():
+                per_workers[str(workers)] = {"skipped": "time budget spent"}
+                continue
             try:
                 per_workers[str(workers)] = loader_steps(
                     stepper, shard_dir, workers, warmup=2, steps=args.loader_steps,
