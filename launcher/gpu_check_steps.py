@@ -179,6 +179,10 @@ def evaluate(check, run_dir: Path, s1: Path) -> dict:
 
 
 def bench(check, train_shards: Path) -> dict:
+    import torch
+
+    if not torch.cuda.is_available():  # --allow-cpu: the benchmark itself refuses a CPU
+        return {"skipped": "no CUDA device"}
     budget = max(30.0, check.remaining() - 60.0)
     argv = fpar("bench", "gpu", "--json", *shlex.split(check.args.bench_args),
                 "--shards", str(train_shards), "--budget-s", f"{budget:.0f}")
