@@ -36,6 +36,11 @@ class TrainConfig:
         log_every_steps: Interval of the plain log lines (off a terminal) and TensorBoard.
         max_steps_per_epoch: Cap on optimiser steps per epoch (0 = the whole epoch); for
             smoke runs.
+        max_steps: Stop after this many optimiser steps of the whole run, with a checkpoint
+            (0 = train every epoch); a run started again with a larger value continues.
+        log_samples: Each rank appends the segment ids of every micro-batch it trains on
+            to ``samples/rank<r>.jsonl`` in the run folder (what a run read, e.g. to check
+            that a resumed run continued the same sequence).
     """
 
     stages: list[StageConfig] = dataclasses.field(default_factory=lambda: [StageConfig()])
@@ -48,6 +53,8 @@ class TrainConfig:
     max_nonfinite_steps: int = 5
     log_every_steps: int = 10
     max_steps_per_epoch: int = 0
+    max_steps: int = 0
+    log_samples: bool = False
 
     def __post_init__(self) -> None:
         if not self.stages:
@@ -56,6 +63,8 @@ class TrainConfig:
             raise ValueError(f"train.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
         if self.max_nonfinite_steps < 1:
             raise ValueError("train.max_nonfinite_steps must be >= 1")
+        if self.max_steps < 0:
+            raise ValueError(f"train.max_steps must be >= 0, got {self.max_steps}")
         if self.keep_checkpoints < 2:
             raise ValueError("train.keep_checkpoints must be >= 2 (one may be half written)")
 

@@ -63,6 +63,38 @@ def default_run_dir(cfg: ExperimentConfig) -> Path:
     return Path(cfg.output_dir) / cfg.name
 
 
+def keep_global_batch(cfg: ExperimentConfig, run_dir: Path, world_size: int) -> ExperimentConfig:
+    """The config with the per-rank batch that keeps a checkpoint's global batch.
+
+    A run checkpointed at W ranks and resumed at W' reads on in the same sample sequence
+    when its global batch (``data.batch_size * W``) stays the same, so the per-rank batch
+    becomes ``global / W'`` (said in the log and in the run's ``config.yaml``).
+
+    Raises:
+        ConfigError: The global batch cannot be split evenly over ``world_size`` ranks.
+    """
+    root = run_dir / "checkpoints"
+    tag = ckpt.latest_tag(root) if root.is_dir() else None
+    if tag is None:
+        return cfg
+    saved = ckpt.read_trainer_state(root / tag)
+    global_batch, saved_world = int(saved.get("global_batch") or 0), int(saved.get("world_size") or 0)
+    if not global_batch or saved_world == world_size:
+        return cfg
+    if global_batch % world_size:
+        raise ConfigError(
+            f"{root / tag} was trained with a global batch of {global_batch} clips on {saved_world} "
+            f"rank(s); {world_size} ranks cannot split it evenly: resume on a number of ranks "
+            f"dividing {global_batch}")
+    per_rank = global_batch // world_size
+    if per_rank != cfg.data.batch_size:
+        log.warning("resuming %s on %d rank(s) instead of %d: data.batch_size %d -> %d keeps the "
+                    "global batch of %d clips", tag, world_size, saved_world, cfg.data.batch_size,
+                    per_rank, global_batch)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, batch_size=per_rank))
+    return cfg
+
+
 def _streams(cfg: ExperimentConfig, layout: distributed.DistEnv):
     from fpar.data import ShardStream
 
@@ -109,6 +141,7 @@ def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] =
     check_experiment(cfg)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
     layout = distributed.read_env()
+    cfg = keep_global_batch(cfg, run_dir, layout.world_size)
     device = distributed.init_process_group(layout)
     handler = None
     try:
@@ -235,6 +268,7 @@ def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | No
     check_shard_folder(cfg, "--split" if Path(split).is_dir() else _split_key(cfg, split), folder)
     out = Path(out) if out is not None else run_dir / f"scores_{name}.pt"
     layout = distributed.read_env()
+    cfg = keep_global_batch(cfg, run_dir, layout.world_size)
     device = distributed.init_process_group(layout)
     try:
         # The checkpoint replaces every weight: no ImageNet file is looked for.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 import logging
 import math
 import random
@@ -56,6 +57,8 @@ class TrainerState:
         data_seed: Seed of the data order and augmentation.
         stage: Index of the stage whose optimiser the checkpoint holds.
         world_size: Ranks that wrote the checkpoint.
+        global_batch: Clips of one micro-batch over all ranks: what a resume at another
+            world size keeps, so that the epoch's sample sequence continues.
         best_score: Best validation score so far (None before the first validation).
         nonfinite_steps: Steps skipped or flagged for a non-finite loss or gradient.
         skipped_steps: Steps DeepSpeed skipped (fp16 overflow).
@@ -68,6 +71,7 @@ class TrainerState:
     data_seed: int = 0
     stage: int = 0
     world_size: int = 1
+    global_batch: int = 0
     best_score: float | None = None
     nonfinite_steps: int = 0
     skipped_steps: int = 0
@@ -100,7 +104,12 @@ class Trainer:
         self.val_data = val_data
         self.layout = layout
         self.device = device
-        self.state = TrainerState(data_seed=cfg.seed, world_size=layout.world_size)
+        self.state = TrainerState(data_seed=cfg.seed, world_size=layout.world_size,
+                                  global_batch=cfg.data.batch_size * layout.world_size)
+        self._samples_log = None
+        if cfg.train.log_samples:
+            (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
+            self._samples_log = open(self.run_dir / "samples" / f"rank{layout.rank}.jsonl", "a")
         self.checkpoints = ckpt.CheckpointManager(self.run_dir / "checkpoints", layout.rank,
                                                   cfg.train.keep_checkpoints)
         self.accum = cfg.train.grad_accum_steps
@@ -172,10 +181,15 @@ class Trainer:
         self._build_engine(int(saved["stage"]), None)
         restored = self.checkpoints.load(self.engine, tag)
         self.state = TrainerState(**restored)
+        global_batch = self.cfg.data.batch_size * self.layout.world_size
         if self.state.world_size != self.layout.world_size:
-            log.warning("checkpoint %s was written by %d rank(s), resuming on %d: the data "
-                        "order changes", tag, self.state.world_size, self.layout.world_size)
+            same = self.state.global_batch == global_batch
+            (log.info if same else log.warning)(
+                "checkpoint %s was written by %d rank(s), resuming on %d with %s global batch (%d): "
+                "%s", tag, self.state.world_size, self.layout.world_size, "the same" if same else "another",
+                global_batch, "the epoch's sample sequence continues" if same else "the data order changes")
             self.state.world_size = self.layout.world_size
+        self.state.global_batch = global_batch
         log.info("resumed from %s: step %d, epoch %d, step %d of the epoch", tag,
                  self.state.step, self.state.epoch, self.state.step_in_epoch)
         self.log.event("resume", tag=tag, step=self.state.step, epoch=self.state.epoch)
@@ -207,12 +221,13 @@ class Trainer:
         self.log.start(self.state.step)
         total = self.cfg.train.total_epochs
         try:
-            while self.state.epoch < total:
+            while self.state.epoch < total and not self._reached_max_steps():
                 stage_index = self.stage_of_epoch(self.state.epoch)
                 if stage_index != self.stage_index:
                     self._build_engine(stage_index, self._weights())
                     self.log.event("stage", stage=stage_index, step=self.state.step)
-                self._train_epoch(self.state.epoch)
+                if not self._train_epoch(self.state.epoch):
+                    break  # train.max_steps reached mid-epoch (checkpoint saved)
                 report = self.train_data.epoch_report() if hasattr(
                     self.train_data, "epoch_report") else {}
                 self.state.epoch += 1
@@ -230,7 +245,11 @@ class Trainer:
                 "last_checkpoint": ckpt.latest_tag(self.checkpoints.root),
                 "best_checkpoint": self.checkpoints.best_tag()}
 
-    def _train_epoch(self, epoch: int) -> None:
+    def _reached_max_steps(self) -> bool:
+        return bool(self.cfg.train.max_steps) and self.state.step >= self.cfg.train.max_steps
+
+    def _train_epoch(self, epoch: int) -> bool:
+        """Trains the rest of ``epoch``; False when ``train.max_steps`` stopped it early."""
         self.engine.train()
         start = self.state.step_in_epoch
         batches = iter(self.train_data.epoch_batches(epoch, start_step=start * self.accum))
@@ -239,11 +258,16 @@ class Trainer:
             stop = self._train_step(epoch, batches)
             periodic = every and self.state.step % every == 0 and \
                 self.state.step_in_epoch < self.steps_per_epoch  # else the epoch end saves
-            if stop or periodic:
+            limit = self._reached_max_steps() and self.state.step_in_epoch < self.steps_per_epoch
+            if stop or periodic or limit:
                 distributed.average_buffers(self.engine.module)
                 tag = self.checkpoints.save(self.engine, dataclasses.asdict(self.state))
                 if stop:
                     raise preemption.Preempted(tag, self.state.step)
+            if limit:
+                log.info("train.max_steps=%d reached (checkpoint %s)", self.cfg.train.max_steps, tag)
+                return False
+        return True
 
     def _train_step(self, epoch: int, batches) -> bool:
         """One optimiser step (``accum`` micro-batches); returns True if ranks must stop."""
@@ -257,6 +281,13 @@ class Trainer:
         for micro in range(self.accum):
             t0 = time.monotonic()
             batch = next(batches)
+            if self._samples_log is not None:
+                repeat = batch.get("is_repeat")
+                ids = [s for i, s in enumerate(batch.get("segment_id", ()))
+                       if repeat is None or not bool(repeat[i])]
+                self._samples_log.write(json.dumps({"step": self.state.step, "epoch": epoch,
+                                                    "micro": micro, "segments": ids}) + "\n")
+                self._samples_log.flush()
             batch = to_device(batch, self.device, self.dtype)
             t1 = time.monotonic()
             output = self.engine(batch)
@@ -369,6 +400,9 @@ class Trainer:
 
     def close(self) -> None:
         """Releases the engine."""
+        if self._samples_log is not None:
+            self._samples_log.close()
+            self._samples_log = None
         if self.engine is not None:
             self.engine.destroy()
             self.engine = None

@@ -98,7 +98,7 @@ def test_shards_benchmark_times_each_stage_of_the_builder():
                    "--short-side", "96")
     assert result["benchmark"] == "shards" and result["samples"] == 2
     assert result["stored_size"] == [96, 171]  # 320 x 96 / 180, rounded
-    for key in ("decode_frames_per_s", "motion_frames_per_s", "write_frames_per_s",
+    for key in ("decode_frames_per_s", "motion_frames_per_s", "write_frames_per_s", "layout_frames_per_s",
                 "overall_frames_per_s", "bytes_per_sample"):
         assert positive(result[key]), key
     # The overall rate is that of the stages one after the other.

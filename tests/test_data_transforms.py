@@ -9,7 +9,7 @@ import torch
 from fpar.data.accounting import DataShortfallError, collate, fill_batches
 from fpar.data.clip import make_clip, reduction
 from fpar.data.config import DataConfig
-from fpar.data.plan import ShardEntry, buffer_shuffle_order, pieces_for_range, rank_plan, split_range
+from fpar.data.plan import rank_plan, split_range
 from fpar.data.sampling import rng_for, temporal_indices
 from fpar.data.transforms import (
     IMAGENET_MEAN,
@@ -218,31 +218,28 @@ def test_rng_is_stable_and_separates_parts():
     assert not np.array_equal(a, rng_for(1, 2, "other").random(3))
 
 
-def test_split_range_and_pieces():
-    parts = [split_range(8, 3, r) for r in range(3)]
-    assert parts == [(0, 3), (3, 6), (6, 8)]
-    shards = [ShardEntry("a", "a", 5), ShardEntry("b", "b", 2), ShardEntry("c", "c", 1)]
-    pieces = pieces_for_range(shards, 3, 7)
-    assert [(p.shard.name, p.lo, p.hi) for p in pieces] == [("a", 3, 5), ("b", 0, 2)]
+def test_split_range():
+    assert [split_range(8, 3, r) for r in range(3)] == [(0, 3), (3, 6), (6, 8)]
 
 
-def test_buffer_shuffle_is_a_permutation_within_the_buffer_bound():
-    order = buffer_shuffle_order(200, 16, np.random.default_rng(0))
-    assert sorted(order) == list(range(200)) and order != list(range(200))
-    assert all(source <= position + 15 for position, source in enumerate(order))
+def test_epoch_order_does_not_depend_on_the_number_of_ranks():
+    # 11 samples, global batch 4: 3 steps, the last filled with 1 repeat.
+    one = rank_plan(11, train=True, seed=0, epoch=2, rank=0, world_size=1, batch_size=4)
+    two = [rank_plan(11, train=True, seed=0, epoch=2, rank=r, world_size=2, batch_size=2) for r in range(2)]
+    four = [rank_plan(11, train=True, seed=0, epoch=2, rank=r, world_size=4, batch_size=1) for r in range(4)]
+    assert one.total == 12 and one.n_rank == 11 and sorted(one.indices[:11]) == list(range(11))
+    for plans, b in ((two, 2), (four, 1)):
+        merged = [i for step in range(3) for p in plans for i in p.indices[step * b : (step + 1) * b]]
+        assert merged == list(one.indices)
+        repeats = sum(len(p.repeats) for p in plans)
+        assert repeats == 1
+    assert rank_plan(11, train=True, seed=0, epoch=3, rank=0, world_size=1, batch_size=4).indices != one.indices
 
 
-def test_rank_plan_pads_to_equal_steps_with_own_samples():
-    shards = [ShardEntry("a", "a", 5), ShardEntry("b", "b", 2), ShardEntry("c", "c", 1)]
-    plans = [rank_plan(shards, train=True, seed=0, epoch=0, rank=r, world_size=3, batch_size=2,
-                       shuffle_buffer=4) for r in range(3)]
-    assert [p.n_rank for p in plans] == [3, 3, 2]
-    assert all(p.total == 4 for p in plans)
-    for plan in plans:
-        sources = [plan.source(pos) for pos in range(plan.total)]
-        own = {i for i, rep in sources if not rep}
-        assert own == set(range(plan.n_rank))
-        assert all(i in own for i, rep in sources if rep)
+def test_evaluation_plan_keeps_the_folder_order():
+    plans = [rank_plan(8, train=False, seed=0, epoch=0, rank=r, world_size=3, batch_size=2) for r in range(3)]
+    assert [list(p.indices) for p in plans] == [[0, 1, 2], [3, 4, 5], [6, 7]]
+    assert all(not p.repeats for p in plans)
 
 
 def test_clip_frames_are_rgb_and_batches_normalised():

@@ -181,7 +181,7 @@ def test_a_config_of_another_dataset_is_refused_before_any_build(tmp_path):
 TINY = ["model.backbone=resnet18", "model.pretrained=none", "model.input_size=64",
         "data.num_frames=3", "data.crop_size=64", "model.convlstm_hidden=16",
         "model.ms_hidden=16", "model.dropout=0", "data.batch_size=2", "data.eval_batch_size=4",
-        "data.workers=0", "data.shuffle_buffer=16",
+        "data.workers=0",
         "optim.lr={default: 0.01, backbone: 0.001, backbone_layer4: 0.001, ms_head: 0.001, "
         "convlstm: 0.01, classifier: 0.01}",
         "train.stages=[{name: end_to_end, epochs: 1, trainable: [all]}]",

@@ -1,4 +1,4 @@
-"""``fpar data check`` and ``fpar data throughput``: read a shard folder as training does."""
+"""``fpar data check``, ``throughput`` and ``order``: read a shard folder as training does."""
 
 from __future__ import annotations
 
@@ -63,6 +63,37 @@ def _throughput(args: argparse.Namespace) -> int:
     return 0
 
 
+def _order(args: argparse.Namespace) -> int:
+    from fpar.data.plan import rank_plan, shard_entries
+    from fpar.data.reader import SampleReader
+    from shards.schema import SchemaError, read_manifest, segment_id_from_key
+
+    try:
+        if args.world_size < 1 or not 0 <= args.rank < args.world_size or args.batch_size < 1:
+            raise ValueError(f"need 0 <= --rank < --world-size and --batch-size >= 1, got rank "
+                             f"{args.rank}, world size {args.world_size}, batch size {args.batch_size}")
+        shards = shard_entries(args.shards, read_manifest(args.shards)["shards"])
+        reader = SampleReader(shards, ())
+        plan = rank_plan(len(reader), train=True, seed=args.seed, epoch=args.epoch, rank=args.rank,
+                         world_size=args.world_size, batch_size=args.batch_size)
+        keys = [reader.key(i) for i in plan.indices]
+    except (SchemaError, ValueError) as err:
+        print(f"fpar data order: {err}", file=sys.stderr)
+        return 2
+    ids = [segment_id_from_key(k) if k is not None else None for k in keys]
+    if args.json:
+        print(json.dumps({"epoch": args.epoch, "seed": args.seed, "rank": args.rank,
+                          "world_size": args.world_size, "batch_size": args.batch_size,
+                          "steps": plan.total // args.batch_size, "segments": ids,
+                          "repeats": sorted(plan.repeats)}))
+        return 0
+    for position, segment in enumerate(ids):
+        step = position // args.batch_size
+        mark = "\t(repeat)" if position in plan.repeats else ""
+        print(f"{step}\t{segment}{mark}")
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds ``fpar data check`` and ``fpar data throughput``."""
     group = data_group(subparsers)
@@ -84,3 +115,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rate.add_argument("--seconds", type=float, default=20.0, help="how long to read (default: 20)")
     rate.add_argument("--eval", action="store_true", help="evaluation mode (centre crops, no shuffle)")
     rate.set_defaults(func=_throughput)
+    order = group.add_parser(
+        "order", help="the segment ids of a training epoch in the order a rank trains on them",
+        description="Print the segment ids one rank trains on in an epoch, in order, one line per "
+        "sample (step, segment id): a function of (seed, epoch) and the global batch "
+        "(batch size x world size), the same for any number of loader workers; with the same "
+        "global batch, any world size reads the same global sequence.",
+    )
+    order.add_argument("shards", help="shard folder (with manifest.json)")
+    order.add_argument("--epoch", type=int, default=0, help="epoch (default: 0)")
+    order.add_argument("--seed", type=int, default=0, help="the run's seed (default: 0)")
+    order.add_argument("--rank", type=int, default=0, help="rank (default: 0)")
+    order.add_argument("--world-size", type=int, default=1, help="ranks (default: 1)")
+    order.add_argument("--batch-size", type=int, default=8, help="clips per batch on each rank (default: 8)")
+    order.add_argument("--json", action="store_true", help="print one JSON object")
+    order.set_defaults(func=_order)

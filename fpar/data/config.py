@@ -42,7 +42,6 @@ class DataConfig:
         batch_size: Clips per training batch on each rank.
         eval_batch_size: Clips per evaluation batch on each rank.
         workers: DataLoader worker processes per rank (0 reads in the calling process).
-        shuffle_buffer: Samples held by each reader's shuffle buffer in training.
         max_shortfall: Largest tolerated fraction of a rank's expected samples that are
             missing from its shards (truncated or corrupt tars); beyond it reading raises.
         use_flow: Whether batches carry the stored warp flow.
@@ -65,7 +64,6 @@ class DataConfig:
     batch_size: int = 8
     eval_batch_size: int = 8
     workers: int = 0
-    shuffle_buffer: int = 256
     max_shortfall: float = 0.0
     use_flow: bool = False
     reduced_decode: bool = True
@@ -79,8 +77,6 @@ class DataConfig:
                 raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         if self.workers < 0:
             raise ValueError(f"data.workers must be >= 0, got {self.workers}")
-        if self.shuffle_buffer < 1:
-            raise ValueError(f"data.shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
         if not self.scales or any(not 0.0 < s <= 1.0 for s in self.scales):
             raise ValueError(f"data.scales must be fractions in (0, 1], got {self.scales}")
         if not 0.0 < self.test_crop_fraction <= 1.0:

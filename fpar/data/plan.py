@@ -1,13 +1,23 @@
-"""The epoch plan: which stored samples a rank reads, in which order, and who decodes them.
+"""The epoch plan: which samples a rank reads, in which order.
 
-Everything here is a pure function of the manifest's shard counts and
-``(seed, epoch, rank, world_size, batch_size)``, so every rank and every loader worker
-computes the same plan without talking to each other, and a resumed run recomputes it.
+Samples are numbered ``0..N-1`` in the folder's order (shards by name, samples in tar
+order; the counts come from the manifest). A training epoch is one permutation of them,
+drawn from ``(seed, epoch)`` alone: the *global sequence*. Global step ``s`` takes the
+sequence's positions ``[s * G, (s + 1) * G)`` for a global batch of ``G`` clips, and rank
+``r`` of ``W`` takes the slice ``[r * B, (r + 1) * B)`` of it (``B = G / W``). So the order
+of an epoch does not depend on the number of ranks or loader workers, and a run
+checkpointed at one world size and resumed at another with the same global batch reads on
+where it stopped: no sample of the epoch twice, none skipped (MosaicML Streaming calls
+this elastic determinism). The last global step is filled with the sequence's first
+samples again, flagged ``is_repeat``, so every rank runs the same number of steps.
 
-A *position* is a slot in a rank's sequence for one pass. Training positions
-``[0, n_rank)`` are the rank's own samples in shuffled order; positions
-``[n_rank, steps * batch_size)`` repeat the rank's first samples so that every rank runs
-the same number of steps. Batch ``s`` is positions ``[s * B, (s + 1) * B)``.
+Reading by sample rather than by shard needs random access into the tars
+(:class:`fpar.data.reader.SampleReader`), and buys a uniform mix of the whole split in
+every batch, whatever order the shards were written in.
+
+Evaluation keeps the folder's order and splits it into contiguous ranges, one per rank.
+Everything here is a pure function of the manifest's counts and the arguments, so every
+rank and loader worker computes the same plan without talking to the others.
 """
 
 from __future__ import annotations
@@ -31,40 +41,30 @@ class ShardEntry:
 
 
 @dataclass(frozen=True)
-class Piece:
-    """Samples ``[lo, hi)`` (in tar order) of one shard, read as part of a rank's range."""
-
-    shard: ShardEntry
-    lo: int
-    hi: int
-
-
-@dataclass(frozen=True)
 class RankPlan:
-    """What one rank reads in one pass and how its positions map onto what it reads.
+    """What one rank reads in one pass.
 
     Attributes:
-        pieces: Shard pieces in reading order; input index ``i`` counts samples across
-            the pieces in this order.
-        order: ``order[p]`` is the input index at position ``p`` for ``p < n_rank``.
-        total: Number of positions of the pass (``steps * B`` in training, ``n_rank`` at
-            evaluation).
+        indices: The folder index read at each position of the pass.
+        repeats: Positions (of ``indices``) that repeat a sample already in the epoch.
     """
 
-    pieces: tuple[Piece, ...]
-    order: tuple[int, ...]
-    total: int
+    indices: tuple[int, ...]
+    repeats: frozenset[int] = frozenset()
+
+    @property
+    def total(self) -> int:
+        """Positions of the pass (``steps * B`` in training, the rank's range at evaluation)."""
+        return len(self.indices)
 
     @property
     def n_rank(self) -> int:
-        """Samples the manifest assigns to this rank."""
-        return len(self.order)
+        """Positions that are not repeats."""
+        return self.total - len(self.repeats)
 
     def source(self, position: int) -> tuple[int, bool]:
-        """Input index read for ``position`` and whether that position is a repeat."""
-        if position < self.n_rank:
-            return self.order[position], False
-        return self.order[(position - self.n_rank) % self.n_rank], True
+        """Folder index read for ``position`` and whether that position is a repeat."""
+        return self.indices[position], position in self.repeats
 
 
 def split_range(total: int, parts: int, index: int) -> tuple[int, int]:
@@ -77,86 +77,43 @@ def split_range(total: int, parts: int, index: int) -> tuple[int, int]:
     return start, start + base + (1 if index < extra else 0)
 
 
-def shard_order(shards: list[ShardEntry], seed: int, epoch: int, shuffle: bool) -> list[ShardEntry]:
-    """The shards in this epoch's order: shuffled by ``(seed, epoch)`` or as listed."""
-    if not shuffle:
-        return list(shards)
-    perm = rng_for(seed, epoch, "shards").permutation(len(shards))
-    return [shards[i] for i in perm]
+def epoch_sequence(num_samples: int, seed: int, epoch: int) -> np.ndarray:
+    """The global sequence of a training epoch: a permutation of ``0..N-1``."""
+    return rng_for(seed, epoch, "order").permutation(num_samples)
 
 
-def pieces_for_range(shards: list[ShardEntry], start: int, stop: int) -> list[Piece]:
-    """Shard pieces covering global sample positions ``[start, stop)`` of ``shards``."""
-    pieces = []
-    offset = 0
-    for shard in shards:
-        lo, hi = max(start, offset), min(stop, offset + shard.samples)
-        if lo < hi:
-            pieces.append(Piece(shard, lo - offset, hi - offset))
-        offset += shard.samples
-    return pieces
+def steps_per_epoch(num_samples: int, global_batch: int) -> int:
+    """Global steps of an epoch: every sample once, the last step filled up."""
+    return math.ceil(num_samples / global_batch)
 
 
-def buffer_shuffle_order(n: int, bufsize: int, rng: np.random.Generator) -> list[int]:
-    """Output order of a streaming shuffle buffer over inputs ``0..n-1``.
+def rank_plan(num_samples: int, *, train: bool, seed: int, epoch: int, rank: int,
+              world_size: int, batch_size: int) -> RankPlan:
+    """Computes the plan of ``rank`` for one pass.
 
-    The buffer holds ``bufsize`` inputs and emits a random one each time a new input
-    arrives, then drains in random order. Because input ``i`` is always emitted after at
-    most ``bufsize`` later inputs were read, a reader can follow this order while holding
-    about ``bufsize`` undecoded samples.
+    Args:
+        num_samples: Samples of the folder (N).
+        train: A training epoch (global sequence) or the evaluation pass (folder order).
+        batch_size: Clips per batch on each rank (B); the global batch is ``B * W``.
     """
-    out: list[int] = []
-    buf: list[int] = []
-    for i in range(n):
-        buf.append(i)
-        if len(buf) >= bufsize:
-            j = int(rng.integers(len(buf)))
-            out.append(buf[j])
-            buf[j] = buf[-1]
-            buf.pop()
-    out.extend(buf[k] for k in rng.permutation(len(buf)))
-    return out
-
-
-def steps_per_epoch(num_samples: int, world_size: int, batch_size: int) -> int:
-    """Training steps every rank runs: the largest rank's share in batches, rounded up."""
-    return math.ceil(math.ceil(num_samples / world_size) / batch_size)
-
-
-def rank_plan(
-    shards: list[ShardEntry],
-    *,
-    train: bool,
-    seed: int,
-    epoch: int,
-    rank: int,
-    world_size: int,
-    batch_size: int,
-    shuffle_buffer: int,
-) -> RankPlan:
-    """Computes the plan of ``rank`` for one pass over ``shards``.
-
-    Training shuffles the shards by ``(seed, epoch)``, gives each rank a contiguous
-    range of the concatenated sample sequence (sizes differ by at most one), shuffles
-    that range with a seeded buffer and pads it with repeats up to ``steps * B``.
-    Evaluation keeps manifest order, splits the same way and never pads.
-    """
-    ordered = shard_order(shards, seed, epoch, shuffle=train)
-    num_samples = sum(s.samples for s in shards)
-    start, stop = split_range(num_samples, world_size, rank)
-    pieces = pieces_for_range(ordered, start, stop)
-    n_rank = stop - start
     if train:
-        rng = rng_for(seed, epoch, "buffer", rank)
-        order = buffer_shuffle_order(n_rank, shuffle_buffer, rng)
-        total = steps_per_epoch(num_samples, world_size, batch_size) * batch_size
-    else:
-        order = list(range(n_rank))
-        total = n_rank
-    return RankPlan(tuple(pieces), tuple(order), total)
+        global_batch = batch_size * world_size
+        sequence = epoch_sequence(num_samples, seed, epoch)
+        steps = steps_per_epoch(num_samples, global_batch)
+        indices, repeats = [], set()
+        for step in range(steps):
+            first = step * global_batch + rank * batch_size
+            for q in range(first, first + batch_size):
+                if q >= num_samples:
+                    repeats.add(len(indices))
+                indices.append(int(sequence[q % num_samples]))
+        return RankPlan(tuple(indices), frozenset(repeats))
+    start, stop = split_range(num_samples, world_size, rank)
+    return RankPlan(tuple(range(start, stop)))
 
 
 def shard_entries(shard_dir: str | Path, manifest_shards: list[dict]) -> list[ShardEntry]:
-    """Turns the manifest's ``shards`` list into entries with full paths."""
+    """The manifest's shards, sorted by name, with full paths (the folder's order)."""
     root = Path(shard_dir)
-    return [ShardEntry(s["name"], str(root / s["name"]), int(s["samples"])) for s in manifest_shards]
+    ordered = sorted(manifest_shards, key=lambda s: s["name"])
+    return [ShardEntry(s["name"], str(root / s["name"]), int(s["samples"])) for s in ordered]

@@ -1,24 +1,28 @@
-"""Reads the raw samples of a rank's shard pieces and notices what the tars fail to hold.
+"""Reads raw samples from shard tars and notices what the tars fail to hold.
 
-Shards are plain tars in WebDataset's layout, read here with the standard library's
-``tarfile`` as a stream (no seeking, no index): consecutive members sharing a key (the
-name up to the first dot of its last part) form one sample, keyed by the rest of the name.
+Shards are plain tars in WebDataset's layout, read with the standard library's ``tarfile``:
+consecutive members sharing a key (the name up to the first dot of its last part) form
+one sample. Training and evaluation read samples by index (:class:`SampleReader`); the
+streaming :func:`tar_samples` serves whole-tar reads (benchmarks, checks).
 
-A streamed tar ends silently at garbage in the middle, and after a truncation at a
-member boundary the last sample comes out with members missing. So every piece is checked
-against the sample count the manifest promises: samples that never arrive, or arrive
-incomplete, come out as ``None`` with the reason, and the caller counts them as a
-shortfall.
+A tar can end at garbage in the middle, and after a truncation the last sample comes out
+with members missing. So every shard is checked against the sample count the manifest
+promises: samples that never arrive, or arrive incomplete, come out as ``None`` with the
+reason, and the caller counts them as a shortfall.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import tarfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator, Sequence
 
-from fpar.data.plan import Piece
+import numpy as np
+
+from fpar.data.plan import ShardEntry
 
 log = logging.getLogger(__name__)
 
@@ -67,48 +71,107 @@ def tar_samples(path: str, fh: BinaryIO) -> Iterator[dict]:
         yield sample
 
 
-def read_pieces(pieces: Sequence[Piece], required: Sequence[str]) -> Iterator[RawInput]:
-    """Yields one :class:`RawInput` per sample position of ``pieces``, in reading order.
+class SampleReader:
+    """Random access to a shard folder's samples by their folder index.
 
-    Samples before a piece's ``lo`` are read past without being kept (tars have no index).
+    Each tar's member headers are scanned once (seeking over the data), giving every
+    sample's member offsets; a sample is then read with one seek per member. A tar that
+    holds fewer samples than its manifest promises (garbage mid-tar, truncation), or a
+    sample that lacks a required member or whose data the file cuts short, gives a
+    ``RawInput`` without sample, with the reason.
 
     Args:
-        pieces: Shard pieces in reading order.
-        required: Members a sample must have; one without them counts as missing.
-
-    Yields:
-        ``RawInput(index, sample, None)`` for a sample read whole, or
-        ``RawInput(index, None, reason)`` for one the tar does not deliver.
+        shards: The folder's shards in its order (:func:`fpar.data.plan.shard_entries`).
+        required: Members a sample must have.
+        open_files: Tar files kept open at once.
     """
-    base = 0
-    for piece in pieces:
-        shard = piece.shard
-        got = 0
-        error = None
+
+    def __init__(self, shards: Sequence[ShardEntry], required: Sequence[str], open_files: int = 16):
+        self.shards = list(shards)
+        self.required = tuple(required)
+        self.open_files = open_files
+        self._starts = np.cumsum([0] + [s.samples for s in self.shards])
+        self._index: dict[int, tuple[list, str | None]] = {}
+        self._files: OrderedDict[int, BinaryIO] = OrderedDict()
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def _file(self, number: int) -> BinaryIO:
+        fh = self._files.pop(number, None)
+        if fh is None:
+            fh = open(self.shards[number].path, "rb")
+            while len(self._files) >= self.open_files:
+                self._files.popitem(last=False)[1].close()
+        self._files[number] = fh
+        return fh
+
+    def _scan(self, number: int) -> tuple[list, str | None]:
+        """``([(key, {ext: (offset, size)})...], problem)`` of one shard, cached."""
+        if number in self._index:
+            return self._index[number]
+        shard = self.shards[number]
+        samples: list[tuple[str, dict]] = []
+        problem = None
         try:
-            with open(shard.path, "rb") as fh:
-                for k, sample in enumerate(tar_samples(shard.path, fh)):
-                    if k >= piece.hi:
-                        if k >= shard.samples:
-                            log.warning("%s: more samples than the manifest's %d; extra ignored",
-                                        shard.name, shard.samples)
-                        break
-                    got = k + 1
-                    if k >= piece.lo:
-                        lacking = [m for m in required if m not in sample]
-                        if lacking:
-                            key = sample.get("__key__")
-                            yield RawInput(base + k - piece.lo, None,
-                                           f"{shard.name}: sample {key} lacks {lacking}")
-                        else:
-                            yield RawInput(base + k - piece.lo, sample)
-                    if got == piece.hi < shard.samples:
-                        break  # the rest of this shard belongs to another rank
-        except Exception as err:  # any read failure ends this shard, not the epoch
-            error = f"{type(err).__name__}: {err}"
-        if got < piece.hi:
-            reason = error or "tar ends early (garbage or truncation)"
-            problem = f"{shard.name}: {reason}; read {got} of {shard.samples} samples"
-            for k in range(max(got, piece.lo), piece.hi):
-                yield RawInput(base + k - piece.lo, None, problem)
-        base += piece.hi - piece.lo
+            size = os.path.getsize(shard.path)
+            with tarfile.open(shard.path, mode="r:") as tar:
+                for member in tar:
+                    parts = split_name(member.name) if member.isfile() else None
+                    if parts is None:
+                        continue
+                    key, ext = parts
+                    if not samples or samples[-1][0] != key:
+                        samples.append((key, {}))
+                    end = member.offset_data + member.size
+                    samples[-1][1][ext] = (member.offset_data, member.size) if end <= size else None
+        except Exception as err:  # any read failure ends this shard's index, not the epoch
+            problem = f"{type(err).__name__}: {err}"
+        if len(samples) > shard.samples:
+            log.warning("%s: more samples than the manifest's %d; extra ignored", shard.name, shard.samples)
+            del samples[shard.samples:]
+        if len(samples) < shard.samples:
+            reason = problem or "tar ends early (garbage or truncation)"
+            problem = f"{shard.name}: {reason}; read {len(samples)} of {shard.samples} samples"
+        self._index[number] = (samples, problem)
+        return samples, problem
+
+    def key(self, index: int) -> str | None:
+        """The sample key at folder index ``index`` (None when the tar lacks it)."""
+        number, k = self._locate(index)
+        samples, _ = self._scan(number)
+        return samples[k][0] if k < len(samples) else None
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        number = int(np.searchsorted(self._starts, index, side="right")) - 1
+        if not 0 <= index < len(self) or not 0 <= number < len(self.shards):
+            raise IndexError(f"sample index {index} outside 0..{len(self) - 1}")
+        return number, index - int(self._starts[number])
+
+    def read(self, index: int) -> RawInput:
+        """The sample at folder index ``index``, or why it cannot be had."""
+        number, k = self._locate(index)
+        samples, problem = self._scan(number)
+        shard = self.shards[number]
+        if k >= len(samples):
+            return RawInput(index, None, problem)
+        key, members = samples[k]
+        lacking = [m for m in self.required if members.get(m) is None]
+        if lacking:
+            return RawInput(index, None, f"{shard.name}: sample {key} lacks {lacking}")
+        fh = self._file(number)
+        sample = {"__key__": key, "__url__": shard.path}
+        for ext, where in members.items():
+            if where is None:
+                continue
+            fh.seek(where[0])
+            data = fh.read(where[1])
+            if len(data) != where[1]:
+                return RawInput(index, None, f"{shard.name}: sample {key}: {ext} cut short")
+            sample[ext] = data
+        return RawInput(index, sample)
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        self._files.clear()

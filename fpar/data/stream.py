@@ -1,32 +1,28 @@
 """ShardStream: one rank's view of a shard folder, as training epochs or one evaluation pass.
 
-How the work is split (the trade-off):
+How the work is split:
 
-* Training. Each epoch the shards are shuffled by ``(seed, epoch)`` and their samples,
-  concatenated, are cut into ``world_size`` contiguous ranges whose sizes differ by at
-  most one (counts come from the manifest, so no rank reads anything to know its share).
-  A rank reads only the shards overlapping its range (a boundary shard is read past up to
-  the rank's first sample but not decoded), so total I/O stays about one read of the data
-  per epoch however many ranks there are. The price, compared with every rank reading
-  every shard and keeping positions ``r, r+W, ...``, is mixing: a rank's batches come
-  from a contiguous run of (shuffled) shards, mixed by a seeded shuffle buffer, so
-  samples of one shard tend to land in nearby batches of the same rank. Shards written in
-  annotation order hold a few videos each; a larger ``shuffle_buffer`` mixes more.
-* Equal steps. Every rank runs ``ceil(ceil(N / W) / B)`` steps; a rank whose share does
-  not fill its last batch pads it with its own first samples, flagged ``is_repeat``, so
-  the ranks' non-repeated samples are disjoint and together are exactly the epoch.
-  Shards of uneven size need no special care: the split is by samples, not by shards.
+* Training. An epoch is one permutation of the folder's samples drawn from
+  ``(seed, epoch)`` (the global sequence, :mod:`fpar.data.plan`); global step ``s`` is
+  its next ``batch_size * world_size`` samples and each rank takes its slice of them. The
+  order is thus the same for any number of ranks or loader workers, every batch is a
+  uniform sample of the split (however the shards were written), and a resumed run at
+  another world size with the same global batch continues the same sequence. Samples are
+  read by index (one seek per member), so each rank reads only its own samples.
+* Equal steps. Every rank runs ``ceil(N / (B * W))`` steps; the last global step is
+  filled with the sequence's first samples again, flagged ``is_repeat``, so the ranks'
+  non-repeated samples are disjoint and together are exactly the epoch.
 * Damage. A sample the tars fail to deliver (garbage mid-tar, truncation) is a
   shortfall: counted, warned about and, beyond ``max_shortfall``, an error. A delivered
   sample that cannot be decoded is skipped with a counted warning. In training either is
   replaced in its batch by a repeat of a sample of the same batch, so batch shapes and
   the step count never change.
-* Evaluation. Shards in manifest order, the same contiguous split, no padding: each
-  segment is produced by exactly one rank (ranks may get one more or fewer); skipped
-  segments are reported, never duplicated.
+* Evaluation. The folder's order, split into contiguous ranges, no padding: each
+  segment is produced by exactly one rank; skipped segments are reported, never
+  duplicated.
 * Workers. Loader worker ``k`` decodes the positions ``p % K == k`` (see
   :mod:`fpar.data.worker`), so the batches do not depend on the worker count, and a
-  resumed epoch (``start_step``) skips decoding of the positions it does not need.
+  resumed epoch (``start_step``) reads nothing before its position.
 """
 
 from __future__ import annotations
@@ -82,7 +78,7 @@ class ShardStream:
         if cfg.use_flow and manifest["params"].get("flow") is False:
             raise ValueError(f"{self.shard_dir}: data.use_flow is set but the shards hold no flow")
         batch = cfg.batch_size if train else cfg.eval_batch_size
-        self.steps_per_epoch = steps_per_epoch(self.num_samples, world_size, batch)
+        self.steps_per_epoch = steps_per_epoch(self.num_samples, batch * world_size)
         self._report: PassReport | None = None
 
     @property
@@ -93,13 +89,12 @@ class ShardStream:
 
     def plan(self, epoch: int, train: bool = True) -> RankPlan:
         """This rank's reading plan: a training epoch, or the evaluation pass."""
-        return rank_plan(self.shards, train=train, seed=self.seed, epoch=epoch if train else 0,
-                         rank=self.rank, world_size=self.world_size, batch_size=self.cfg.batch_size,
-                         shuffle_buffer=self.cfg.shuffle_buffer)
+        return rank_plan(self.num_samples, train=train, seed=self.seed, epoch=epoch if train else 0,
+                         rank=self.rank, world_size=self.world_size, batch_size=self.cfg.batch_size)
 
     def _items(self, plan: RankPlan, epoch: int, start: int, train: bool) -> Iterator[dict]:
         """Items of positions ``start..plan.total-1`` in position order."""
-        dataset = PassDataset(plan, self.cfg, train=train, seed=self.seed, epoch=epoch, start=start)
+        dataset = PassDataset(plan, self.shards, self.cfg, train=train, seed=self.seed, epoch=epoch, start=start)
         if self.cfg.workers == 0:
             source = iter(dataset)
         else:
