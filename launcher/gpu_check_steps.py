@@ -1,13 +1,96 @@
-"""The steps of ``launcher.gpu_check`` (see there for what each one proves)."""
+"""The steps of ``launcher.gpu_check`` (see there for what each one proves) and their runner."""
 
 from __future__ import annotations
 
 import json
 import math
 import shlex
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from launcher.gpu_check import CheckError, child, copy_until, fpar
+from launcher.benchmarks.gpu_steps import REPO
+
+LOG_TAIL = 3000
+
+
+class CheckError(RuntimeError):
+    """A step could not run: the check stops here."""
+
+
+class Check:
+    """Runs the steps in order and keeps their records."""
+
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args, self.work = args, work
+        self.began = time.monotonic()
+        self.steps: dict[str, dict] = {}
+        (work / "logs").mkdir(parents=True, exist_ok=True)
+
+    def remaining(self) -> float:
+        return self.args.time_limit - (time.monotonic() - self.began)
+
+    def step(self, name: str, body) -> dict:
+        began = time.monotonic()
+        try:
+            record = body() or {}
+        except CheckError as err:
+            self.steps[name] = {"ok": False, "error": str(err),
+                                "seconds": round(time.monotonic() - began, 1)}
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure stops the check, named
+            self.steps[name] = {"ok": False, "error": f"{type(err).__name__}: {err}",
+                                "seconds": round(time.monotonic() - began, 1)}
+            raise CheckError(f"{name}: {err}") from err
+        record = {"ok": record.pop("ok", True), **record,
+                  "seconds": round(time.monotonic() - began, 1)}
+        self.steps[name] = record
+        return record
+
+    def command(self, name: str, argv: list[str], timeout: float | None = None) -> str:
+        """Runs ``argv`` (logged to logs/<name>.log); returns its stdout; raises on failure."""
+        limit = self.remaining() if timeout is None else min(timeout, self.remaining())
+        if limit < 5:
+            raise CheckError(f"{name}: the time limit ({self.args.time_limit:.0f} s) is spent")
+        log = self.work / "logs" / f"{name}.log"
+        try:
+            proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=limit)
+        except subprocess.TimeoutExpired as err:
+            log.write_text(f"$ {shlex.join(argv)}\n{err.stdout or ''}\n{err.stderr or ''}")
+            raise CheckError(f"{name}: timed out after {limit:.0f} s (log {log})") from None
+        log.write_text(f"$ {shlex.join(argv)}\n[exit {proc.returncode}]\n"
+                       f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+        if proc.returncode != 0:
+            raise CheckError(f"{name}: exit {proc.returncode} (log {log}): "
+                             f"{proc.stderr[-LOG_TAIL:]}")
+        return proc.stdout
+
+
+def fpar(*args: str) -> list[str]:
+    return [sys.executable, "-m", "launcher.cli", *args]
+
+
+def child(*args: str) -> list[str]:
+    return [sys.executable, "-m", "launcher.gpu_check_child", *args]
+
+
+def copy_until(run_dir: Path, dest: Path, keep_tag: str) -> None:
+    """``dest``: the run folder as it stood at checkpoint ``keep_tag`` (later ones removed)."""
+    from fpar.engine import checkpoint as ckpt
+
+    shutil.copytree(run_dir, dest)
+    root = dest / "checkpoints"
+    keep_step = int(keep_tag.removeprefix("step"))
+    for tag in ckpt.complete_tags(root):
+        if int(tag.removeprefix("step")) > keep_step:
+            shutil.rmtree(root / tag)
+    (root / ckpt.LATEST).write_text(keep_tag + "\n")
+    if (root / ckpt.BEST).is_file():
+        (root / ckpt.BEST).unlink()
+
+
 
 
 def run_steps(check) -> None:
@@ -30,9 +113,6 @@ def run_steps(check) -> None:
 
 
 def device_info(allow_cpu: bool) -> dict:
-    import shutil
-    import subprocess
-
     import torch
 
     if not torch.cuda.is_available():
