@@ -124,7 +124,10 @@ def test_resumed_epoch_is_the_tail_of_the_full_one(shard_dir):
 
 def test_worker_processes_give_the_same_batches(shard_dir):
     _, inline = epoch(config(workers=0), shard_dir, 0, 2, number=2)
+    before = torch.get_rng_state().clone()
     _, workers = epoch(config(workers=2), shard_dir, 0, 2, number=2)
+    # Loader workers draw nothing from the global generator, which a resumed run restores.
+    assert torch.equal(before, torch.get_rng_state())
     assert [b["segment_id"] for b in inline] == [b["segment_id"] for b in workers]
     for a, b in zip(inline, workers):
         assert torch.equal(a["frames"], b["frames"])

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+import torch
 from torch.utils.data import DataLoader
 
 from fpar.data.accounting import DataShortfallError, PassReport, collate, fill_batches
@@ -98,10 +99,14 @@ class ShardStream:
         if self.cfg.workers == 0:
             source = iter(dataset)
         else:
+            # The loader's own generator: DataLoader otherwise draws its workers' base seed
+            # from the global torch generator at every pass, which a resumed run would not
+            # replay (its dropout masks would then differ from the uninterrupted run's).
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             source = iter(DataLoader(dataset, batch_size=None, num_workers=self.cfg.workers,
                                      worker_init_fn=init_worker, pin_memory=False,
                                      prefetch_factor=self.cfg.prefetch_factor,
-                                     multiprocessing_context=worker_context()))
+                                     multiprocessing_context=worker_context(), generator=generator))
         pending: dict[int, dict] = {}
         want = start
         for item in source:
