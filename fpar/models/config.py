@@ -35,6 +35,8 @@ class ModelConfig:
             the trunk after layer3 (cheaper; used for CPU calibration runs).
         convlstm_hidden: Channels of the ConvLSTM hidden and cell state.
         convlstm_kernel: Side of the ConvLSTM gate convolutions.
+        convlstm_forget_bias: Initial bias of the ConvLSTM forget gate (0 as in Ego-RNN;
+            1 starts it open).
         dropout: Dropout before every classifier.
         cam: Class-activation-map attention before the recurrent cell; None = model default.
         ms: Motion-segmentation head on; None = model default.
@@ -69,6 +71,7 @@ class ModelConfig:
     features_from: Literal["conv4_x", "conv5_x"] = "conv5_x"
     convlstm_hidden: int = 512
     convlstm_kernel: int = 3
+    convlstm_forget_bias: float = 0.0
     dropout: float = 0.7
     cam: bool | None = None
     ms: bool | None = None

@@ -10,15 +10,19 @@ from torch import nn
 class ConvLSTMCell(nn.Module):
     """One ConvLSTM step: the four gates are one convolution of [input, hidden].
 
-    Weights are xavier-normal and biases zero, as in Ego-RNN, so no gate starts saturated.
+    Weights are xavier-normal and biases zero, as in Ego-RNN, so no gate starts saturated;
+    ``forget_bias`` > 0 starts the forget gate open instead (sigmoid(1) = 0.73), so the cell
+    carries what early frames showed to the last step from the first update on.
     """
 
-    def __init__(self, in_channels: int, hidden: int, kernel: int = 3):
+    def __init__(self, in_channels: int, hidden: int, kernel: int = 3, forget_bias: float = 0.0):
         super().__init__()
         self.hidden = hidden
         self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel, padding=kernel // 2)
         nn.init.xavier_normal_(self.gates.weight)
         nn.init.zeros_(self.gates.bias)
+        with torch.no_grad():
+            self.gates.bias[hidden:2 * hidden] = forget_bias
 
     def forward(
         self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
@@ -39,9 +43,10 @@ class ConvLSTMCell(nn.Module):
 class ConvLSTM(nn.Module):
     """Runs a ConvLSTM over a clip; the clip feature is the average-pooled last cell state."""
 
-    def __init__(self, in_channels: int, hidden: int = 512, kernel: int = 3):
+    def __init__(self, in_channels: int, hidden: int = 512, kernel: int = 3,
+                 forget_bias: float = 0.0):
         super().__init__()
-        self.cell = ConvLSTMCell(in_channels, hidden, kernel)
+        self.cell = ConvLSTMCell(in_channels, hidden, kernel, forget_bias)
         self.out_features = hidden
 
     def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -63,9 +68,10 @@ class LSTA(nn.Module):
     cell state and the cross-modal coupling are left out.
     """
 
-    def __init__(self, in_channels: int, hidden: int = 512, kernel: int = 3):
+    def __init__(self, in_channels: int, hidden: int = 512, kernel: int = 3,
+                 forget_bias: float = 0.0):
         super().__init__()
-        self.cell = ConvLSTMCell(in_channels, hidden, kernel)
+        self.cell = ConvLSTMCell(in_channels, hidden, kernel, forget_bias)
         self.from_input = nn.Conv2d(in_channels, 1, 1)
         self.from_hidden = nn.Conv2d(hidden, 1, 3, padding=1)
         self.keep_gate = nn.Conv2d(hidden + 1, 1, 3, padding=1)

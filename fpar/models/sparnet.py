@@ -55,7 +55,8 @@ class SparNet(ActionModel):
             self.cam = CamAttention(channels)
             self.cam.load_fc(state)
         cell = {"convlstm": ConvLSTM, "lsta": LSTA}[recurrent]
-        self.recurrent = cell(channels, cfg.convlstm_hidden, cfg.convlstm_kernel)
+        self.recurrent = cell(channels, cfg.convlstm_hidden, cfg.convlstm_kernel,
+                              cfg.convlstm_forget_bias)
         self.out_features = self.recurrent.out_features
         self.heads = ClassifierHeads(self.out_features, cfg.num_classes, cfg.dropout) \
             if classify else None

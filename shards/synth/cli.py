@@ -54,6 +54,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="longest pause (s) between segments of a video")
     p.add_argument("--segments-per-video", type=int, default=d.segments_per_video,
                    help="most segments in one video (session)")
+    p.add_argument("--camera-speed", type=float, default=d.camera_speed,
+                   help="RMS pan speed of the head-mounted camera, px/s at a 256-px-high frame")
+    p.add_argument("--camera-follow", type=float, default=d.camera_follow,
+                   help="share (0..1) of the handled object's motion the head follows, with "
+                   "a 0.15 s lag: 1 keeps the object centred and moves the kitchen behind it")
+    p.add_argument("--stroke-fill", type=float, default=d.stroke_fill,
+                   help="least share of its segment a one-way motion (take, put, move, open, "
+                   "close) takes; otherwise a 0.7-1.5 s stroke")
+    p.add_argument("--max-cycles", type=float, default=d.max_cycles,
+                   help="most shake/stir oscillations per segment (7 sampled frames tell at "
+                   "most 3 apart)")
     p.add_argument("--no-masks", dest="masks", action="store_false",
                    help="do not write the moving-object masks")
     p.add_argument("--crf", type=int, default=d.crf,

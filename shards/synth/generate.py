@@ -37,7 +37,7 @@ def mask_path(out: Path, video_id: str) -> Path:
 def render_video(fmt: str, out: Path, video: VideoPlan, seed: int, opts: Options) -> dict:
     """Renders and writes one video and its mask; returns its frame count and timing."""
     began = time.perf_counter()
-    renderer = VideoRenderer(video, seed, opts.width, opts.height, video.fps)
+    renderer = VideoRenderer(video, seed, opts.width, opts.height, video.fps, opts)
     mask = np.zeros((video.num_frames, opts.height, opts.width), np.uint8) if opts.masks else None
     frames = renderer.frames(mask)
     target = video_path(out, fmt, video)
@@ -89,7 +89,8 @@ def generate(fmt: str, out: str | Path, participants: int, segments: int, seed: 
         progress: Show a progress bar over videos.
         **options: Fields of :class:`shards.synth.plan.Options` (width, height, fps,
             unseen_fraction, test_fraction, min_seconds, max_seconds, min_gap, max_gap,
-            segments_per_video, masks, crf, preset, workers).
+            segments_per_video, camera_speed, camera_follow, stroke_fill, max_cycles,
+            masks, crf, preset, workers).
 
     Returns:
         The output folder.

@@ -5,9 +5,10 @@ Each verb maps segment progress ``u`` in [0, 1] to an offset from the object's b
 ranges of positions, sizes and openness overlap between verbs, so one frame cannot tell
 the verb: only the change over time does, once the camera's motion is taken out.
 
-Speeds are those of real hand actions: shakes at 1.5-2.5 Hz and stirs at 0.6-1.2 Hz
-whatever the segment's length; one-way motions (take, put, move, open, close) done in one
-0.7-1.5 s stroke somewhere in the segment; and on top of every verb the sway of the hand
+Speeds are those of real hand actions: shakes at 1.5-2.5 Hz and stirs at 0.6-1.2 Hz, up to
+a most number of cycles per segment (``max_cycles``); one-way motions (take, put, move,
+open, close) done in one 0.7-1.5 s stroke somewhere in the segment, or over at least
+``stroke_fill`` of it; and on top of every verb the sway of the hand
 holding the object (or the handle of a lid, door or drawer), so that the object keeps
 moving before and after its stroke and through the slow phases of its verb.
 """
@@ -40,15 +41,22 @@ STROKE_VERBS = frozenset({"take", "put", "move-left", "move-right", "open", "clo
 """One-way motions: done in one stroke of a hand somewhere inside the segment."""
 
 
-def _stroke(rng: np.random.Generator, seconds: float) -> tuple[float, float]:
-    """Where in the segment a one-way motion happens: 0.7-1.5 s, like a real hand's."""
-    length = min(1.0, rng.uniform(0.7, 1.5) / max(seconds, 1e-6))
+def _stroke(rng: np.random.Generator, seconds: float, fill: float) -> tuple[float, float]:
+    """Where in the segment a one-way motion happens: 0.7-1.5 s, like a real hand's, but
+    at least ``fill`` of the segment (annotators cut segments around the action)."""
+    length = min(1.0, max(rng.uniform(0.7, 1.5) / max(seconds, 1e-6), fill))
     first = rng.uniform(0.0, 1.0 - length)
     return float(first), float(first + length)
 
 
-def sample_params(verb: int, rng: np.random.Generator, seconds: float = 2.5) -> MotionParams:
-    """Draws the motion parameters of one segment of ``verb`` lasting ``seconds``."""
+def sample_params(verb: int, rng: np.random.Generator, seconds: float = 2.5,
+                  stroke_fill: float = 0.0, max_cycles: float = float("inf")) -> MotionParams:
+    """Draws the motion parameters of one segment of ``verb`` lasting ``seconds``.
+
+    ``stroke_fill``: the least share of the segment a one-way stroke takes; ``max_cycles``:
+    the most oscillations of a shake or stir per segment (a few frames sampled from a
+    segment cannot tell more apart: 7 frames see at most 3 cycles).
+    """
     name = VERBS[verb]
     amplitude = {
         "take": rng.uniform(1.5, 2.4), "put": rng.uniform(1.5, 2.4),
@@ -59,14 +67,14 @@ def sample_params(verb: int, rng: np.random.Generator, seconds: float = 2.5) -> 
     rate = rng.uniform(1.5, 2.5) if name == "shake" else rng.uniform(0.6, 1.2)
     return MotionParams(
         amplitude=float(amplitude),
-        cycles=float(max(1.0, rate * seconds)),
+        cycles=float(max(1.0, min(rate * seconds, max_cycles))),
         direction=float(rng.choice([-1.0, 1.0])),
         drift=float(rng.uniform(-0.3, 0.3)),
         openness=float(rng.uniform(0.75, 1.0)),
         sway=float(rng.uniform(0.06, 0.1)),
         sway_hz=(float(rng.uniform(1.2, 2.5)), float(rng.uniform(1.2, 2.5))),
         sway_phase=(float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0, 2 * np.pi))),
-        stroke=_stroke(rng, seconds) if name in STROKE_VERBS else (0.0, 1.0),
+        stroke=_stroke(rng, seconds, stroke_fill) if name in STROKE_VERBS else (0.0, 1.0),
     )
 
 

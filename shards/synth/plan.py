@@ -39,6 +39,14 @@ class Options:
     min_gap: float = 0.5
     max_gap: float = 1.5
     segments_per_video: int = 8
+    # The head-mounted camera: RMS pan speed (px/s at a 256-px-high frame) and the share of
+    # the handled object's motion the head follows (0: none; 1: the object stays centred).
+    camera_speed: float = 40.0
+    camera_follow: float = 1.0
+    # One-way strokes take at least this share of their segment; shakes and stirs make at
+    # most this many cycles per segment (7 sampled frames tell at most 3 apart).
+    stroke_fill: float = 0.6
+    max_cycles: float = 1.5
     masks: bool = True
     crf: int = 23
     preset: str = "superfast"
@@ -59,6 +67,12 @@ class Options:
                              f"{self.min_seconds}, {self.max_seconds}")
         if not 0 < self.min_gap <= self.max_gap:
             raise ValueError(f"need 0 < min_gap <= max_gap, got {self.min_gap}, {self.max_gap}")
+        if self.camera_speed < 0 or not 0.0 <= self.camera_follow <= 1.0:
+            raise ValueError(f"need camera_speed >= 0 and camera_follow in [0, 1], got "
+                             f"{self.camera_speed}, {self.camera_follow}")
+        if not 0.0 <= self.stroke_fill <= 1.0 or self.max_cycles < 1.0:
+            raise ValueError(f"need stroke_fill in [0, 1] and max_cycles >= 1, got "
+                             f"{self.stroke_fill}, {self.max_cycles}")
         if self.segments_per_video < 1 or self.workers < 1:
             raise ValueError("segments_per_video and workers must be >= 1")
         if not 0 <= self.crf <= 51:

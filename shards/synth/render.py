@@ -10,13 +10,13 @@ import numpy as np
 
 from shards.synth import motions
 from shards.synth.objects import Pose, colour_roles, draw_object, surface_texture
-from shards.synth.plan import VideoPlan
-from shards.synth.scene import (REFERENCE_HEIGHT, camera_path, camera_reach, light_gain,
-                                paint_kitchen, sample_style)
+from shards.synth.plan import Options, VideoPlan
+from shards.synth.scene import (REFERENCE_HEIGHT, camera_path, camera_reach, follow,
+                                light_gain, paint_kitchen, sample_style)
 from shards.synth.vocab import HELD_NOUNS, NOUNS, PART_VERBS, VERBS
 
 OBJECT_SIZE = 78.0  # object height in px at the reference frame height
-CAMERA_SPEED = 80.0  # RMS camera pan in px/s at the reference height, like the objects' own
+CAMERA_REACH_SPEED = 80.0  # the pan speed the world canvas is sized for (px/s, reference)
 DISTRACTORS = (2, 5)  # static look-alikes per segment (min, max+1)
 
 
@@ -67,23 +67,37 @@ class VideoRenderer:
         plan: The video to draw.
         dataset_seed: The dataset seed (kitchens depend on it and the participant only).
         width, height, fps: Output geometry and rate.
+        options: Camera and motion options (:class:`Options`; its defaults when None).
     """
 
-    def __init__(self, plan: VideoPlan, dataset_seed: int, width: int, height: int, fps: float):
+    def __init__(self, plan: VideoPlan, dataset_seed: int, width: int, height: int, fps: float,
+                 options: Options | None = None):
         self.plan, self.width, self.height, self.fps = plan, width, height, fps
+        self.options = opts = options if options is not None else Options()
         unit = height / REFERENCE_HEIGHT
         krng = kitchen_rng(dataset_seed, plan.participant_index)
         self.style = sample_style(krng)
         self.light = light_gain(self.style)
-        reach = camera_reach(CAMERA_SPEED * unit)
+        reach = camera_reach(max(opts.camera_speed, CAMERA_REACH_SPEED) * unit)
         world_w = int(width / 0.9 + 2 * reach + 4 * OBJECT_SIZE * unit)
         world_h = int(height / 0.9 + 2 * reach + 4 * OBJECT_SIZE * unit)
         self.world = paint_kitchen(self.style, world_h, world_w, unit, krng)
         rng = np.random.default_rng(plan.seed)
         self.camera = camera_path(rng, plan.num_frames, fps, width, height,
-                                  (world_w / 2, world_h / 2), unit, CAMERA_SPEED * unit)
+                                  (world_w / 2, world_h / 2), unit, opts.camera_speed * unit)
         self.size = OBJECT_SIZE * unit
         self.tracks = self._tracks(rng)
+        self.camera = follow(self.camera, self._held_points(), opts.camera_follow, fps,
+                             width, height)
+
+    def _held_points(self) -> np.ndarray:
+        """(T, 2) world centre of the object being handled per frame (NaN: none)."""
+        points = np.full((self.plan.num_frames, 2), np.nan)
+        for tr in self.tracks:
+            for t in range(tr.first, tr.last + 1):
+                pose = tr.pose(t)
+                points[t] = pose.x, pose.y
+        return points
 
     def _tracks(self, rng: np.random.Generator) -> list[ActorTrack]:
         segs = self.plan.segments
@@ -96,7 +110,8 @@ class VideoRenderer:
             pad = int(round(0.4 * self.fps))
             first = max(start - pad, (prev_stop + start) // 2 + 1, 0)
             last = min(stop + pad, (stop + next_start) // 2, self.plan.num_frames - 1)
-            params = motions.sample_params(seg.verb, rng, (stop - start) / self.fps)
+            params = motions.sample_params(seg.verb, rng, (stop - start) / self.fps,
+                                           self.options.stroke_fill, self.options.max_cycles)
             mid = self.camera.centres[(start + stop) // 2]
             cx, cy = motions.path_centre(seg.verb, params)
             size = self.size * rng.uniform(0.85, 1.15)

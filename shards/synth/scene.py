@@ -3,7 +3,9 @@
 Each participant owns a kitchen style (palette, texture family and scale, clutter, light) so
 that unseen participants are a real domain shift. The kitchen is painted once on a "world"
 canvas larger than the frame; the camera pans, zooms, rolls and jitters over it with speeds
-comparable to the objects' motion, so that on-screen displacement alone does not tell a verb.
+comparable to the objects' motion, so that on-screen displacement alone does not tell a verb;
+like a wearer's head it also turns towards the object in hand (:func:`follow`), which keeps
+that object near the view centre while the kitchen moves behind it.
 """
 
 from __future__ import annotations
@@ -147,6 +149,46 @@ class CameraPath:
 
     matrices: np.ndarray
     centres: np.ndarray  # (T, 2) world point at the screen centre
+    zoom: np.ndarray | None = None  # (T,) scale factor
+    roll: np.ndarray | None = None  # (T,) radians
+
+
+def _matrices(centre: np.ndarray, zoom: np.ndarray, roll: np.ndarray, width: int,
+              height: int) -> np.ndarray:
+    cos, sin = np.cos(roll) * zoom, np.sin(roll) * zoom
+    mats = np.empty((len(centre), 2, 3))
+    mats[:, 0, 0], mats[:, 0, 1] = cos, -sin
+    mats[:, 1, 0], mats[:, 1, 1] = sin, cos
+    mats[:, 0, 2] = width / 2 - (cos * centre[:, 0] - sin * centre[:, 1])
+    mats[:, 1, 2] = height / 2 - (sin * centre[:, 0] + cos * centre[:, 1])
+    return mats
+
+
+def follow(path: CameraPath, targets: np.ndarray, gain: float, fps: float, width: int,
+           height: int, lag: float = 0.15) -> CameraPath:
+    """The head turning towards what the hands hold: ``path`` pulled towards ``targets``.
+
+    ``targets`` (T, 2) is the world point to look at per frame (NaN where nothing is
+    handled); the camera centre moves ``gain`` of the way from its own pan to it, through a
+    Gaussian lag of ``lag`` seconds, so a held object stays near the view centre while the
+    kitchen moves behind it. Frames without a target interpolate between their neighbours.
+    """
+    if gain <= 0 or not np.isfinite(targets).any():
+        return path
+    pull = targets - path.centres
+    known = np.isfinite(pull[:, 0])
+    frames = np.arange(len(pull))
+    for axis in range(2):
+        pull[:, axis] = np.interp(frames, frames[known], pull[known, axis])
+    sigma = max(lag * fps, 0.5)
+    radius = int(np.ceil(3 * sigma))
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.pad(pull, ((radius, radius), (0, 0)), mode="edge")
+    smooth = np.stack([np.convolve(padded[:, a], kernel, mode="valid") for a in range(2)], 1)
+    centres = path.centres + gain * smooth
+    return CameraPath(_matrices(centres, path.zoom, path.roll, width, height), centres,
+                      path.zoom, path.roll)
 
 
 def camera_path(rng: np.random.Generator, num_frames: int, fps: float, width: int,
@@ -173,13 +215,7 @@ def camera_path(rng: np.random.Generator, num_frames: int, fps: float, width: in
     zoom = 1.0 + 0.08 * np.sin(2 * np.pi * zf * t + zp)
     rf, rp = rng.uniform(0.1, 0.4), rng.uniform(0, 2 * np.pi)
     roll = np.deg2rad(2.0) * np.sin(2 * np.pi * rf * t + rp)
-    cos, sin = np.cos(roll) * zoom, np.sin(roll) * zoom
-    mats = np.empty((num_frames, 2, 3))
-    mats[:, 0, 0], mats[:, 0, 1] = cos, -sin
-    mats[:, 1, 0], mats[:, 1, 1] = sin, cos
-    mats[:, 0, 2] = width / 2 - (cos * centre[:, 0] - sin * centre[:, 1])
-    mats[:, 1, 2] = height / 2 - (sin * centre[:, 0] + cos * centre[:, 1])
-    return CameraPath(matrices=mats, centres=centre)
+    return CameraPath(_matrices(centre, zoom, roll, width, height), centre, zoom, roll)
 
 
 def camera_reach(speed: float) -> float:

@@ -1,0 +1,115 @@
+"""How much of the verb the sampled frames carry: an oracle on the generator's ground truth.
+
+For each planned segment the oracle sees only the frames a model sees (the builder's M
+stored frames, then the N test-time picks among them) and, at those frames, the acting
+object's true pose: centre, size, in-plane rotation and part openness, either in the kitchen
+(camera compensated: the world pose) or on the screen (through the camera's true
+world-to-screen map, as an uncompensated motion estimate would see it). A multinomial
+logistic regression on the trajectory relative to the first picked frame then classifies
+the verb. High accuracy on held-out kitchens says the verb is in the frames; a clearly
+lower one on screen motion says the camera is no shortcut.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from shards.decode import sample_frames
+from shards.synth.plan import DatasetPlan
+from shards.synth.render import VideoRenderer
+
+POSE_FIELDS = ("x", "y", "log size", "angle", "openness")
+
+
+def picked_frames(start_frame: int, stop_frame: int, stored: int, num_frames: int) -> list[int]:
+    """0-based native frames of the N test-time picks among the M stored of a segment
+    (the chunk centres of ``fpar.data.sampling.temporal_indices``)."""
+    kept = [f - 1 for f in sample_frames(start_frame, stop_frame, stored)]
+    return [kept[min(stored - 1, int((i + 0.5) * stored / num_frames))] for i in range(num_frames)]
+
+
+def track_poses(renderer: VideoRenderer, track, frames: list[int], screen: bool) -> np.ndarray:
+    """(N, 5) poses of ``track`` at ``frames``: world (kitchen) or screen coordinates."""
+    rows = []
+    for t in frames:
+        p = track.pose(t)
+        x, y, size, angle = p.x, p.y, p.size, p.angle
+        if screen:
+            m = renderer.camera.matrices[t]
+            x, y = m @ np.array([x, y, 1.0])
+            scale = float(np.hypot(m[0, 0], m[1, 0]))
+            size *= scale
+            angle += float(np.degrees(np.arctan2(m[1, 0], m[0, 0])))
+        rows.append((x, y, size, angle, p.openness))
+    return np.array(rows, np.float64)
+
+
+def trajectory_features(poses: np.ndarray) -> np.ndarray:
+    """Pose changes relative to the first frame (in object sizes, log size, 90-degree units,
+    openness), their step sizes and their absolute net changes."""
+    size0 = poses[0, 2]
+    rel = np.stack([(poses[:, 0] - poses[0, 0]) / size0, (poses[:, 1] - poses[0, 1]) / size0,
+                    np.log(poses[:, 2] / size0), (poses[:, 3] - poses[0, 3]) / 90.0,
+                    poses[:, 4] - poses[0, 4]], axis=1)[1:]
+    steps = np.abs(np.diff(np.vstack([np.zeros((1, 5)), rel]), axis=0))
+    return np.concatenate([rel.ravel(), steps.ravel(), np.abs(rel[-1]), steps.sum(0)])
+
+
+def segment_table(plan: DatasetPlan, stored: int = 14, num_frames: int = 7,
+                  splits: tuple[str, ...] = ("train", "s1", "s2")) -> dict[str, dict]:
+    """Per split: oracle features (world and screen) and verbs of every planned segment."""
+    opts = plan.options
+    table = {s: {"world": [], "screen": [], "verb": []} for s in splits}
+    for video in plan.videos:
+        if video.split not in table:
+            continue
+        renderer = VideoRenderer(video, plan.seed, opts.width, opts.height, video.fps, opts)
+        for seg, track in zip(video.segments, renderer.tracks):
+            frames = picked_frames(seg.start_frame, seg.stop_frame, stored, num_frames)
+            rows = table[video.split]
+            for space in ("world", "screen"):
+                poses = track_poses(renderer, track, frames, screen=space == "screen")
+                rows[space].append(trajectory_features(poses))
+            rows["verb"].append(seg.verb)
+    return {s: {k: np.array(v) for k, v in rows.items()} for s, rows in table.items()}
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, classes: int, l2: float = 1e-3,
+                 steps: int = 300):
+    """A multinomial logistic regression (standardised inputs, L-BFGS); returns predict(x)."""
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    xt = torch.tensor((x - mean) / std, dtype=torch.float64)
+    yt = torch.tensor(y, dtype=torch.long)
+    w = torch.zeros(x.shape[1], classes, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xt @ w + b, yt) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+
+    def predict(z: np.ndarray) -> np.ndarray:
+        zt = torch.tensor((z - mean) / std, dtype=torch.float64)
+        return (zt @ w + b).argmax(1).numpy()
+
+    return predict
+
+
+def oracle_accuracy(plan: DatasetPlan, stored: int = 14, num_frames: int = 7) -> dict:
+    """Verb top-1 of the oracle trained on ``train`` and tested on s1/s2, per space."""
+    table = segment_table(plan, stored, num_frames)
+    classes = int(max(int(rows["verb"].max()) for rows in table.values() if len(rows["verb"])) + 1)
+    result = {}
+    for space in ("world", "screen"):
+        predict = fit_logistic(table["train"][space], table["train"]["verb"], classes)
+        result[space] = {split: float((predict(table[split][space]) == table[split]["verb"]).mean())
+                         for split in ("train", "s1", "s2") if len(table[split]["verb"])}
+    counts = np.bincount(table["train"]["verb"])
+    result["majority"] = {split: float((table[split]["verb"] == counts.argmax()).mean())
+                          for split in ("s1", "s2") if len(table[split]["verb"])}
+    return result
