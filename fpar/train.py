@@ -95,10 +95,11 @@ def keep_global_batch(cfg: ExperimentConfig, run_dir: Path, world_size: int) -> 
     return cfg
 
 
-def _streams(cfg: ExperimentConfig, layout: distributed.DistEnv):
+def _streams(cfg: ExperimentConfig, layout: distributed.DistEnv, device: torch.device):
     from fpar.data import ShardStream
 
-    kwargs = dict(rank=layout.rank, world_size=layout.world_size, seed=cfg.seed)
+    kwargs = dict(rank=layout.rank, world_size=layout.world_size, seed=cfg.seed,
+                  pin_memory=device.type == "cuda")
     train = ShardStream(cfg.data, cfg.data.train_shards, train=True, **kwargs)
     val = ShardStream(cfg.data, cfg.data.val_shards, train=False, **kwargs) \
         if cfg.data.val_shards and cfg.eval.validate_every_epochs else None
@@ -154,7 +155,7 @@ def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] =
         distributed.barrier()
         log.info("run %s: %d rank(s) on %s, precision %s, ZeRO %d", run_dir, layout.world_size,
                  device, cfg.train.precision, cfg.train.zero_stage)
-        train_data, val_data = _streams(cfg, layout)
+        train_data, val_data = _streams(cfg, layout, device)
         factory, loss_fn = _model_parts(cfg)
         trainer = Trainer(cfg, run_dir, factory, loss_fn, train_data, val_data, layout, device)
         summary = trainer.fit(resume_required=resume)
@@ -195,7 +196,8 @@ def _score_split(trainer, cfg: ExperimentConfig, layout, split: str, folder: str
     from fpar.evaluation.scores import save_scores
 
     stream = ShardStream(cfg.data, folder, train=False, rank=layout.rank,
-                         world_size=layout.world_size, seed=cfg.seed)
+                         world_size=layout.world_size, seed=cfg.seed,
+                         pin_memory=trainer.device.type == "cuda")
     ids, logits, labels = trainer.predict(stream)
     if layout.is_main:
         save_scores(out, ids, logits)
@@ -276,7 +278,8 @@ def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | No
         model.load_state_dict(load_weights(tag_dir))
         model.to(device).eval()
         stream = ShardStream(cfg.data, folder, train=False, rank=layout.rank,
-                             world_size=layout.world_size, seed=cfg.seed)
+                             world_size=layout.world_size, seed=cfg.seed,
+                             pin_memory=device.type == "cuda")
         ids, logits, labels = predict(model, stream.eval_batches(), device)
         if layout.is_main:
             save_scores(out, ids, logits)

@@ -26,7 +26,8 @@ from torch import nn
 from fpar.engine import checkpoint as ckpt
 from fpar.engine import deepspeed_setup, distributed, preemption
 from fpar.engine.optim import build_adam, scheduler_factory, stage_param_groups
-from fpar.engine.predict import predict, to_device
+from fpar.data.batch import prepare_batch
+from fpar.engine.predict import predict
 from fpar.engine.run_log import RunLog
 from fpar.evaluation.classification import top1_metrics
 from fpar.experiment import ExperimentConfig
@@ -288,7 +289,7 @@ class Trainer:
                 self._samples_log.write(json.dumps({"step": self.state.step, "epoch": epoch,
                                                     "micro": micro, "segments": ids}) + "\n")
                 self._samples_log.flush()
-            batch = to_device(batch, self.device, self.dtype)
+            batch = prepare_batch(batch, self.device, self.dtype)
             t1 = time.monotonic()
             output = self.engine(batch)
             loss, parts = self.loss_fn(output, batch)

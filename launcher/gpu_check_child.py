@@ -52,7 +52,7 @@ def restore(run_dir: str, out_dir: str) -> dict:
     layout = distributed.read_env()
     device = distributed.init_process_group(layout)
     try:
-        train_data, _ = _streams(cfg, layout)
+        train_data, _ = _streams(cfg, layout, device)
         factory, loss_fn = _model_parts(cfg)
         torch.manual_seed(cfg.seed)
         initial = factory().state_dict()

@@ -31,7 +31,7 @@ from fpar.config import ConfigError, from_dict, to_dict
 from fpar.io import atomic_write_json, read_json
 from shards.decode import index_videos
 from shards.motion import MotionConfig
-from shards.schema import DEFAULT_FRAMES, DEFAULT_SHORT_SIDE, JPEG_QUALITY, MANIFEST_NAME, SCHEMA_CHANGES, SCHEMA_VERSION, sample_key, segment_id_from_key
+from shards.schema import DEFAULT_FRAMES, DEFAULT_SHORT_SIDE, JPEG_QUALITY, MANIFEST_NAME, SCHEMA_VERSION, changes_since, sample_key, segment_id_from_key
 from shards.build_pool import WorkerPool
 from shards.layout import DEFAULT_SHARD_SAMPLES, plan_layout, write_shards
 from shards.worker import SegmentTask, WorkerSettings, WorkUnit
@@ -159,7 +159,7 @@ def _check_state(out: Path, cfg: BuildConfig, fingerprint: str) -> None:
         if old.get("schema_version") != SCHEMA_VERSION:
             raise ConfigError(
                 f"{out} holds a partial build of shard schema v{old.get('schema_version')}, this builder "
-                f"writes v{SCHEMA_VERSION} ({SCHEMA_CHANGES.get(SCHEMA_VERSION, 'another layout')}); "
+                f"writes v{SCHEMA_VERSION} ({changes_since(old.get('schema_version'))}); "
                 "it cannot be resumed: rebuild with --restart (or another --out)"
             )
         diffs = [k for k in state if old.get(k) != state[k]]

@@ -201,6 +201,7 @@ def test_report_of_a_tiny_sparnet_through_the_engine_on_cpu(lone_rank):
 
 
 def test_flops_of_a_sparnet_step_are_linear_in_the_batch():
+    from fpar.data.batch import prepare_batch
     from fpar.models import build_model, compute_loss
     from launcher.benchmarks.gpu_steps import experiment, synthetic_batch
 
@@ -208,7 +209,7 @@ def test_flops_of_a_sparnet_step_are_linear_in_the_batch():
     model = build_model(cfg.model)
     counts = []
     for batch in (1, 3):
-        data = synthetic_batch(cfg, batch, torch.device("cpu"))
+        data = prepare_batch(synthetic_batch(cfg, batch, torch.device("cpu")), torch.device("cpu"))
         counts.append(count_flops(lambda: compute_loss(cfg.model, model(data), data)[0].backward()))
     assert counts[1] == 3 * counts[0] > 0
 

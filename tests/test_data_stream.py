@@ -90,7 +90,7 @@ def test_ranks_see_disjoint_samples_whose_union_is_the_epoch(shard_dir, world, b
         assert len(flat) == len(set(flat)) and set(flat) == ALL_IDS
         for (_, batches), ids in zip(runs, per_rank):
             assert all(len(b["segment_id"]) == batch for b in batches)
-            assert batches[0]["frames"].shape == (batch, 3, 3, 16, 16)
+            assert batches[0]["frames"].shape == (batch, 3, 16, 16, 3)
             assert batches[0]["motion"].shape == (batch, 3, 4, 4)
             assert batches[0]["verb"].dtype == torch.int64
             repeats = [s for b in batches for s, r in zip(b["segment_id"], b["is_repeat"]) if r]

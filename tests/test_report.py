@@ -13,7 +13,7 @@ from fpar.report import figures
 from fpar.report.assemble import clip_sections, comparison_section, metrics_section
 from fpar.report.collect import SplitResult, SplitSource, read_metrics_log
 from fpar.report.page import Figure, Section, Table, render_page, write_page
-from fpar.report.samples import ClipSample, to_pixels
+from fpar.report.samples import ClipSample
 from launcher.cli import main
 
 
@@ -129,19 +129,6 @@ def test_clip_figures_follow_what_the_model_returned(tmp_path):
     assert "true put" in ms.figures[0].caption and "predicted put 0" in ms.figures[0].caption
     att, ms = clip_sections("x", [], {}, tmp_path, "no clips were run (--samples 0)")
     assert att.notes == ms.notes == ["no clips were run (--samples 0)"]
-
-
-def test_to_pixels_inverts_the_imagenet_normalisation():
-    import torch
-
-    from fpar.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-
-    rgb = torch.randint(0, 256, (2, 3, 8, 8)).float() / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    back = to_pixels((rgb - mean) / std)
-    assert back.shape == (2, 8, 8, 3) and back.dtype == np.uint8
-    assert np.array_equal(back, (rgb * 255).round().permute(0, 2, 3, 1).numpy().astype(np.uint8))
 
 
 def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):

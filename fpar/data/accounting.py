@@ -1,4 +1,4 @@
-"""Counting one pass of a rank against its manifest share, and turning items into batches."""
+"""Counting one pass of a rank against its manifest share, and filling batches around gaps."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Iterable, Iterator
 
 import torch
 
-from fpar.data.transforms import batch_tensor, normalise_frames
 
 log = logging.getLogger(__name__)
 
@@ -83,35 +82,6 @@ class PassReport:
             "repeats": self.repeats,
             "problems": list(self.problems),
         }
-
-
-def collate(clips: list[dict], repeat: list[bool], label_keys: tuple[str, ...]) -> dict:
-    """Stacks decoded clips into the batch dict of the data contract (floats, normalised)."""
-    try:
-        frames = _stack([c["frames"] for c in clips])
-        motion = _stack([c["motion"] for c in clips])
-    except RuntimeError as err:
-        ids = [c["segment_id"] for c in clips]
-        raise ValueError(f"clips {ids} differ in shape (shards built with different "
-                         f"sizes? set data.motion_size): {err}") from err
-    batch = {
-        "frames": normalise_frames(frames),
-        "motion": motion.float().div_(255.0),
-    }
-    if "flow" in clips[0]:
-        batch["flow"] = torch.stack([c["flow"] for c in clips])
-    for key in label_keys:
-        batch[key] = torch.tensor([c[key] for c in clips], dtype=torch.int64)
-    batch["segment_id"] = [c["segment_id"] for c in clips]
-    batch["is_repeat"] = torch.tensor(repeat, dtype=torch.bool)
-    return batch
-
-
-def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack`` into numpy-allocated memory (see :func:`batch_tensor`)."""
-    first = tensors[0]
-    out = batch_tensor((len(tensors), *first.shape), first.numpy().dtype)
-    return torch.stack(tensors, out=out)
 
 
 def fill_batches(groups: Iterable[list[dict]], rank: int) -> Iterator[tuple[list[dict], list[bool]]]:

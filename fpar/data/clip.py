@@ -12,19 +12,15 @@ import json
 from typing import Any
 
 import cv2
-import numpy as np
-import torch
 
 from fpar.data.config import DataConfig
 from fpar.data.sampling import rng_for, temporal_indices
 from fpar.data.transforms import (
-    CropBox,
     centre_box,
     crop_flow,
     crop_frames,
     crop_maps,
     map_size,
-    planar_rgb,
     train_box,
 )
 from shards.schema import (
@@ -32,6 +28,7 @@ from shards.schema import (
     FRAMES_EXT,
     META_EXT,
     MOTION_EXT,
+    STACKED_MOTION_EXT,
     SchemaError,
     decode_sample,
     segment_id_from_key,
@@ -45,9 +42,10 @@ class UndecodableSample(ValueError):
     """A sample whose members are present but cannot be decoded."""
 
 
-def required_members(use_flow: bool) -> tuple[str, ...]:
-    """The tar members a sample must have to be decoded."""
-    return (META_EXT, FRAMES_EXT, MOTION_EXT) + ((FLOW_EXT,) if use_flow else ())
+def required_members(use_flow: bool) -> tuple[str | tuple[str, ...], ...]:
+    """The tar members a sample must have to be decoded (a tuple: any one of them)."""
+    # Schema 2 samples hold their maps in one PNG instead; either will do.
+    return (META_EXT, FRAMES_EXT, (MOTION_EXT, STACKED_MOTION_EXT)) + ((FLOW_EXT,) if use_flow else ())
 
 
 def reduction(short_side: int, smallest_fraction: float, crop_size: int) -> int:
@@ -70,9 +68,8 @@ def make_clip(raw: dict[str, Any], cfg: DataConfig, *, train: bool, seed: int, e
         epoch: Epoch number.
 
     Returns:
-        ``frames`` uint8 (T, 3, S, S) RGB, ``motion`` uint8 (T, s, s) (moving fraction
-        x 255; :func:`fpar.data.accounting.collate` turns both into normalised floats),
-        ``flow`` float32 (T, 10, S, S) in [-1, 1] (displacement / flow bound) when
+        One clip of the loader batch (:mod:`fpar.data.batch`): ``frames`` uint8
+        (T, S, S, 3) RGB, ``motion`` uint8 (T, s, s), ``flow`` uint8 (T, 10, S, S) when
         ``cfg.use_flow``, one int per label key (a flipped clip's is the other class of
         its ``cfg.mirror_pairs`` pair), ``segment_id`` str.
 
@@ -108,12 +105,12 @@ def _make_clip(raw: dict, cfg: DataConfig, train: bool, seed: int, epoch: int, k
 
     map_h, map_w = sample["motion"].shape[1:]
     side = map_size(cfg.motion_size, cfg.crop_size, min(height, width), min(map_h, map_w))
-    clip = {"frames": planar_rgb(crop_frames(sample["frames"], box, cfg.crop_size)),
-            "motion": torch.from_numpy(crop_maps(sample["motion"], box, side))}
+    clip = {"frames": crop_frames(sample["frames"], box, cfg.crop_size),
+            "motion": crop_maps(sample["motion"], box, side)}
     if cfg.use_flow:
         if "flow" not in sample:
             raise UndecodableSample(f"no {FLOW_EXT} member (shards built without flow)")
-        clip["flow"] = torch.from_numpy(_flow(sample["flow"], box, cfg.crop_size))
+        clip["flow"] = crop_flow(sample["flow"], box, cfg.crop_size)
     for label, field in LABEL_FIELDS.items():
         if label in cfg.label_keys:
             value = int(meta.get(field, -1))
@@ -121,10 +118,3 @@ def _make_clip(raw: dict, cfg: DataConfig, train: bool, seed: int, epoch: int, k
             clip[label] = cfg.mirrored(label, value) if box.flip and value >= 0 else value
     clip["segment_id"] = str(meta.get("segment_id", segment_id_from_key(key)))
     return clip
-
-
-def _flow(stack: np.ndarray, box: CropBox, size: int) -> np.ndarray:
-    # uint8 q encodes q * 2b/255 - b pixels (b = flow bound); in units of b that is
-    # q * 2/255 - 1, whatever bound the shards were built with.
-    flow = stack.astype(np.float32) * (2.0 / 255.0) - 1.0
-    return crop_flow(flow, box, size)

@@ -82,11 +82,12 @@ class SampleReader:
 
     Args:
         shards: The folder's shards in its order (:func:`fpar.data.plan.shard_entries`).
-        required: Members a sample must have.
+        required: Members a sample must have (a tuple of names: any one of them).
         open_files: Tar files kept open at once.
     """
 
-    def __init__(self, shards: Sequence[ShardEntry], required: Sequence[str], open_files: int = 16):
+    def __init__(self, shards: Sequence[ShardEntry], required: Sequence[str | tuple[str, ...]],
+                 open_files: int = 16):
         self.shards = list(shards)
         self.required = tuple(required)
         self.open_files = open_files
@@ -156,7 +157,8 @@ class SampleReader:
         if k >= len(samples):
             return RawInput(index, None, problem)
         key, members = samples[k]
-        lacking = [m for m in self.required if members.get(m) is None]
+        lacking = [m for m in self.required
+                   if all(members.get(name) is None for name in ((m,) if isinstance(m, str) else m))]
         if lacking:
             return RawInput(index, None, f"{shard.name}: sample {key} lacks {lacking}")
         fh = self._file(number)

@@ -34,10 +34,11 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader
 
-from fpar.data.accounting import DataShortfallError, PassReport, collate, fill_batches
+from fpar.data.accounting import DataShortfallError, PassReport, fill_batches
+from fpar.data.batch import collate
 from fpar.data.config import DataConfig
 from fpar.data.plan import RankPlan, rank_plan, shard_entries, split_range, steps_per_epoch
-from fpar.data.worker import OK, PassDataset, init_worker, worker_context
+from fpar.data.worker import OK, PassDataset, init_worker, pass_through, worker_context
 from shards.schema import read_manifest
 
 __all__ = ["ShardStream", "DataShortfallError", "clip_throughput"]
@@ -53,6 +54,7 @@ class ShardStream:
         rank: This process's rank in ``[0, world_size)``.
         world_size: Number of ranks reading the folder together.
         seed: Run seed; with the epoch it fixes order, frames and augmentation.
+        pin_memory: Collate batches into pinned memory (for a model on a GPU).
 
     Raises:
         shards.schema.SchemaError: The folder has no valid manifest.
@@ -61,10 +63,11 @@ class ShardStream:
     """
 
     def __init__(self, cfg: DataConfig, shard_dir: str | Path, *, train: bool, rank: int,
-                 world_size: int, seed: int):
+                 world_size: int, seed: int, pin_memory: bool = False):
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
         self.cfg, self.train, self.rank, self.world_size, self.seed = cfg, train, rank, world_size, seed
+        self.pin_memory = pin_memory
         self.shard_dir = Path(shard_dir)
         manifest = read_manifest(self.shard_dir)
         self.shards = shard_entries(self.shard_dir, manifest["shards"])
@@ -106,7 +109,8 @@ class ShardStream:
             source = iter(DataLoader(dataset, batch_size=None, num_workers=self.cfg.workers,
                                      worker_init_fn=init_worker, pin_memory=False,
                                      prefetch_factor=self.cfg.prefetch_factor,
-                                     multiprocessing_context=worker_context(), generator=generator))
+                                     multiprocessing_context=worker_context(), generator=generator,
+                                     collate_fn=pass_through))
         pending: dict[int, dict] = {}
         want = start
         for item in source:
@@ -136,7 +140,7 @@ class ShardStream:
         groups = _groups(self._items(plan, epoch, start_step * size, train=True), size, report)
         for clips, repeat in fill_batches(groups, self.rank):
             report.repeats += sum(repeat)
-            yield collate(clips, repeat, self.cfg.label_keys)
+            yield collate(clips, repeat, self.cfg.label_keys, self.pin_memory)
         report.finish()
 
     def eval_batches(self) -> Iterator[dict]:
@@ -154,10 +158,10 @@ class ShardStream:
             if item["status"] == OK:
                 clips.append(item["clip"])
             if len(clips) == self.cfg.eval_batch_size:
-                yield collate(clips, [False] * len(clips), self.cfg.label_keys)
+                yield collate(clips, [False] * len(clips), self.cfg.label_keys, self.pin_memory)
                 clips = []
         if clips:
-            yield collate(clips, [False] * len(clips), self.cfg.label_keys)
+            yield collate(clips, [False] * len(clips), self.cfg.label_keys, self.pin_memory)
         report.finish()
 
     def epoch_report(self) -> dict:
@@ -183,20 +187,28 @@ def _groups(items: Iterator[dict], size: int, report: PassReport) -> Iterator[li
 
 def clip_throughput(shard_dir: str | Path, cfg: DataConfig, seconds: float = 20.0,
                     train: bool = True, seed: int = 0) -> float:
-    """Clips per second one rank's stream delivers (batches fully built), for benchmarks.
+    """Clips per second one rank's stream delivers (loader batches built), for benchmarks.
 
-    Reads training epochs (or evaluation passes) back to back until ``seconds`` have
-    passed, not counting the first batch (worker start-up).
+    Reads training epochs (or evaluation passes) back to back until ``seconds`` of steady
+    reading have passed. The first batch of each pass is not counted, nor the time until
+    it arrives: that is the loader workers' start-up, paid once per epoch.
     """
     stream = ShardStream(cfg, shard_dir, train=train, rank=0, world_size=1, seed=seed)
-    clips, started, epoch = 0, None, 0
+    passes = stream.steps_per_epoch if train else -(-stream.num_samples // cfg.eval_batch_size)
+    if passes < 2:
+        raise ValueError(f"{shard_dir}: one batch per pass leaves nothing to time after the "
+                         "start-up; use a smaller batch or more samples")
+    clips, spent, epoch = 0, 0.0, 0
     while True:
         batches = stream.epoch_batches(epoch) if train else stream.eval_batches()
+        started = None
         for batch in batches:
-            if started is None:
-                started = time.perf_counter()
-                continue
-            clips += len(batch["segment_id"])
-            if time.perf_counter() - started >= seconds:
-                return clips / (time.perf_counter() - started)
+            now = time.perf_counter()
+            if started is not None:
+                clips += len(batch["segment_id"])
+                if spent + now - started >= seconds:
+                    return clips / (spent + now - started)
+            started = started or now
+        if started is not None:
+            spent += time.perf_counter() - started
         epoch += 1

@@ -21,8 +21,6 @@ import cv2
 import numpy as np
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 CORNERS = ("c", "tl", "tr", "bl", "br")
 
@@ -153,7 +151,7 @@ def crop_frames(frames: Sequence[np.ndarray] | np.ndarray, box: CropBox, size: i
     """Applies ``box`` to each (H, W, 3) uint8 frame; returns (N, size, size, 3) uint8.
 
     Each frame is cropped by :func:`warp_stack` straight into the output. A flip is
-    returned as a mirrored view: :func:`planar_rgb` copies the array once anyway, so the
+    returned as a mirrored view: stacking the batch copies the array once anyway, so the
     mirroring costs nothing there.
     """
     upright = replace(box, flip=False)
@@ -170,17 +168,20 @@ def crop_maps(maps: np.ndarray, box: CropBox, size: int) -> np.ndarray:
 
 
 def crop_flow(flow: np.ndarray, box: CropBox, size: int) -> np.ndarray:
-    """Applies ``box`` to float flow (N, C, H, W) whose even channels are x components.
+    """Applies ``box`` to flow (N, C, H, W) whose even channels are x components.
 
     A horizontal flip mirrors the field and also reverses horizontal motion, so the x
-    channels change sign. Returns (N, C, size, size) float32.
+    channels change sign: for float flow -v, for the stored uint8 flow 255 - q (q encodes
+    q * 2/255 - 1 of the bound, so 255 - q is exactly its negation). Returns
+    (N, C, size, size) of the input's dtype (float32 or uint8).
     """
     n, c, h, w = flow.shape
-    stacked = np.ascontiguousarray(flow.reshape(n * c, h, w).transpose(1, 2, 0), dtype=np.float32)
+    dtype = np.uint8 if flow.dtype == np.uint8 else np.float32
+    stacked = np.ascontiguousarray(flow.reshape(n * c, h, w).transpose(1, 2, 0), dtype=dtype)
     out = warp_stack(stacked, box, size).transpose(2, 0, 1).reshape(n, c, size, size)
     out = np.ascontiguousarray(out)
     if box.flip:
-        out[:, 0::2] *= -1.0
+        out[:, 0::2] = 255 - out[:, 0::2] if dtype == np.uint8 else -out[:, 0::2]
     return out
 
 
@@ -189,57 +190,3 @@ def map_size(cfg_motion_size: int | None, crop_size: int, frame_short: int, map_
     if cfg_motion_size is not None:
         return cfg_motion_size
     return max(1, int(round(crop_size * map_short / frame_short)))
-
-
-_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0
-_INV_STD = 1.0 / (torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
-
-
-def planar_rgb(frames: np.ndarray, bgr: bool = False) -> torch.Tensor:
-    """(N, S, S, 3) uint8 RGB (or BGR, possibly a mirrored view) -> (N, 3, S, S) uint8 RGB.
-
-    One uint8 copy does the channel order, any mirroring and the planar layout.
-    """
-    if bgr:
-        frames = frames[..., ::-1]
-    return torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 3, 1, 2)))
-
-
-def batch_tensor(shape: Sequence[int], dtype: np.dtype) -> torch.Tensor:
-    """An uninitialised CPU tensor whose memory numpy allocates.
-
-    numpy asks the kernel for transparent huge pages on large arrays and torch's CPU
-    allocator does not, so a fresh batch-sized buffer (tens of MB for a batch of float32
-    clips) takes far fewer page faults to fill. The values are the same either way.
-    """
-    return torch.from_numpy(np.empty(tuple(shape), dtype=dtype))
-
-
-def _normalise_table() -> np.ndarray:
-    """(3, 256) float32: every uint8 value of each channel, normalised by the same float32
-    operations as the tensor formula ``(v - 255 mean) * (1 / (255 std))``."""
-    values = torch.arange(256, dtype=torch.float32).view(1, 1, 256).expand(1, 3, 256)
-    return (values - _MEAN.view(1, 3, 1)).mul_(_INV_STD.view(1, 3, 1))[0].numpy().copy()
-
-
-_TABLE = _normalise_table()
-
-
-def normalise_frames(planar: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., 3, S, S) RGB -> float32 with ImageNet mean/std.
-
-    Applied to whole batches: clips travel from loader workers as uint8 (a quarter of
-    the bytes) and the float work runs once. Each channel plane goes through a 256-entry
-    table (``cv2.LUT``): one pass that reads bytes and writes floats, where converting,
-    subtracting and scaling would take three passes over the float batch.
-    """
-    if planar.dtype != torch.uint8 or planar.dim() < 3 or planar.shape[-3] != 3:
-        raise ValueError(f"expected uint8 (..., 3, S, S) frames, got {planar.dtype} "
-                         f"{tuple(planar.shape)}")
-    out = batch_tensor(planar.shape, np.float32)
-    src = planar.contiguous().reshape(-1, 3, *planar.shape[-2:]).numpy()
-    dst = out.view(-1, 3, *planar.shape[-2:]).numpy()
-    for image, target in zip(src, dst):
-        for channel in range(3):
-            cv2.LUT(image[channel], _TABLE[channel], dst=target[channel])
-    return out

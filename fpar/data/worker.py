@@ -77,6 +77,12 @@ class PassDataset(IterableDataset):
                               num_workers=num_workers)
 
 
+def pass_through(item: dict) -> dict:
+    """The loader's per-item conversion: none (clips stay numpy, views included, until the
+    batch is stacked once)."""
+    return item
+
+
 def init_worker(_worker_id: int) -> None:
     """Keeps each loader worker on one thread: the parallelism is the workers."""
     cv2.setNumThreads(1)

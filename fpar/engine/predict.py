@@ -7,21 +7,10 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from fpar.data.batch import prepare_batch
 from fpar.engine import distributed
 
 LABEL_KEYS = ("verb", "noun", "class")
-
-
-def to_device(batch: dict, device: torch.device, dtype: torch.dtype) -> dict:
-    """Moves a batch's tensors to ``device``; floating tensors also take ``dtype``."""
-    out = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
-            value = value.to(device, non_blocking=True)
-            if value.is_floating_point():
-                value = value.to(dtype)
-        out[key] = value
-    return out
 
 
 @torch.no_grad()
@@ -46,7 +35,7 @@ def predict(forward: Callable[[dict], object], batches: Iterable[dict], device: 
     logits: dict[str, list[np.ndarray]] = {}
     labels: dict[str, list[np.ndarray]] = {}
     for batch in batches:
-        output = forward(to_device(batch, device, dtype))
+        output = forward(prepare_batch(batch, device, dtype))
         ids.extend(str(s) for s in batch["segment_id"])
         for head, value in output.logits.items():
             logits.setdefault(head, []).append(value.float().cpu().numpy())

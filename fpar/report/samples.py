@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fpar.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from fpar.data.batch import prepare_batch
 from fpar.experiment import ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,6 @@ def load_model(cfg: ExperimentConfig, tag_dir: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def to_pixels(frames: torch.Tensor) -> np.ndarray:
-    """ImageNet-normalised (T, 3, S, S) floats -> (T, S, S, 3) uint8 RGB."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    pixels = (frames.float() * std + mean).clamp(0, 1) * 255.0
-    return pixels.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
 def _ms_maps(cfg: ExperimentConfig, ms: torch.Tensor, motion: torch.Tensor | None):
     """(target, prediction) of the MS head for one clip's output ``ms`` (T, ...)."""
     from fpar.models import ms_target
@@ -126,12 +118,13 @@ def sample_clips(model: torch.nn.Module, cfg: ExperimentConfig, shard_dir: str |
                                eval_batch_size=min(count, cfg.data.eval_batch_size))
     stream = ShardStream(data, shard_dir, train=False, rank=0, world_size=1, seed=cfg.seed)
     samples: list[ClipSample] = []
-    for batch in stream.eval_batches():
+    for loaded in stream.eval_batches():
+        batch = prepare_batch(loaded, torch.device("cpu"))
         output = model(batch)
         for i, segment in enumerate(batch["segment_id"]):
             motion = batch["motion"][i] if "motion" in batch else None
             sample = ClipSample(
-                split=split, segment_id=str(segment), frames=to_pixels(batch["frames"][i]),
+                split=split, segment_id=str(segment), frames=loaded["frames"][i].numpy(),
                 labels={k: int(batch[k][i]) for k in data.label_keys if k in batch},
                 preds={k: int(v[i].argmax()) for k, v in output.logits.items()},
                 fraction=None if motion is None else motion.float().numpy())

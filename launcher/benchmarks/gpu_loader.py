@@ -1,10 +1,10 @@
 """The data side of ``fpar bench gpu``: the shard loader feeding the engine, and JPEG decoding.
 
 * Loader: :class:`fpar.data.ShardStream` with K worker processes yields training batches
-  as the trainer reads them; each batch is pinned (page-locked) in this process, moved
-  with ``to_device`` (non-blocking copies) and stepped. Per step: the time waiting for
-  the batch (``data``: ``next`` plus pinning) and the step itself (``compute``: copy,
-  forward, backward, optimiser, synchronised). The first batch of every epoch also pays
+  as the trainer reads them, uint8 and collated into pinned (page-locked) memory, moved
+  with ``to_device`` (non-blocking copies, normalised on the device) and stepped. Per
+  step: the time waiting for the batch (``data``) and the step itself (``compute``:
+  copy, normalisation, forward, backward, optimiser, synchronised). The first batch of every epoch also pays
   the workers' start-up and is reported apart from the steady-state figures.
 * JPEG decoding: the shard's stored frames decoded on the CPU (``cv2.imdecode``, one
   thread, as one loader worker does) and on the GPU (``torchvision.io.decode_jpeg`` on a
@@ -25,13 +25,6 @@ from launcher.benchmarks.gpu_steps import EngineStep, synchronize
 from launcher.benchmarks.stats import median
 
 
-def pin_batch(batch: dict) -> dict:
-    """The batch with its tensors in page-locked memory (a copy; no-op without CUDA)."""
-    if not torch.cuda.is_available():
-        return batch
-    return {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 def loader_steps(stepper: EngineStep, shard_dir: str | Path, workers: int, warmup: int,
                  steps: int, pin: bool = True, seed: int = 0) -> dict:
     """Steps ``stepper`` on batches read from ``shard_dir`` by ``workers`` loader processes.
@@ -46,7 +39,9 @@ def loader_steps(stepper: EngineStep, shard_dir: str | Path, workers: int, warmu
         raise ValueError("loader measurement needs steps >= 1, warmup >= 0, workers >= 0")
     data_cfg = dataclasses.replace(stepper.cfg.data, workers=workers,
                                    train_shards=str(shard_dir))
-    stream = ShardStream(data_cfg, shard_dir, train=True, rank=0, world_size=1, seed=seed)
+    pinned = pin and torch.cuda.is_available()
+    stream = ShardStream(data_cfg, shard_dir, train=True, rank=0, world_size=1, seed=seed,
+                         pin_memory=pinned)
     batch_size = data_cfg.batch_size
     records: list[tuple[bool, float, float]] = []  # (epoch's first batch, data, compute)
     done, epoch = 0, 0
@@ -59,8 +54,6 @@ def loader_steps(stepper: EngineStep, shard_dir: str | Path, workers: int, warmu
                 batch = next(batches, None)
                 if batch is None:
                     break
-                if pin:
-                    batch = pin_batch(batch)
                 ready = time.perf_counter()
                 stepper.step(stepper.to_device(batch))
                 synchronize(stepper.device)
@@ -75,7 +68,7 @@ def loader_steps(stepper: EngineStep, shard_dir: str | Path, workers: int, warmu
     data_s, compute_s = [r[1] for r in steady], [r[2] for r in steady]
     starts = [r[1] for r in records if r[0]]
     step_s = median([d + c for d, c in zip(data_s, compute_s)])
-    return {"workers": workers, "batch_size": batch_size, "pinned": pin and torch.cuda.is_available(),
+    return {"workers": workers, "batch_size": batch_size, "pinned": pinned,
             "steps": len(records), "steady_steps": len(steady),
             "steps_per_epoch": stream.steps_per_epoch,
             "data_s": median(data_s), "compute_s": median(compute_s), "step_s": step_s,

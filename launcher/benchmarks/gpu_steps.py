@@ -40,20 +40,13 @@ def experiment(config: str | Path, overrides: Sequence[str], variant: Variant, b
 
 
 def synthetic_batch(cfg, batch: int, device: torch.device, seed: int = 0) -> dict:
-    """A batch shaped like the shard reader's (normalised frames, motion maps at 1/4 of
-    the crop, one label per head), made on the CPU and left there (``to_device`` moves it)."""
+    """A loader batch (uint8 frames and maps at 1/4 of the crop, one label per head), made
+    on the CPU and left there (``to_device`` moves and normalises it)."""
+    from fpar.data.batch import random_batch
     from shards.schema import MAP_STRIDE
 
-    gen = torch.Generator().manual_seed(seed)
-    t, s = cfg.data.num_frames, cfg.data.crop_size
-    side = max(1, s // MAP_STRIDE)
-    out = {"frames": torch.randn(batch, t, 3, s, s, generator=gen),
-           "motion": torch.rand(batch, t, side, side, generator=gen),
-           "segment_id": [str(i) for i in range(batch)],
-           "is_repeat": torch.zeros(batch, dtype=torch.bool)}
-    for head, classes in cfg.model.num_classes.items():
-        out[head] = torch.randint(0, classes, (batch,), generator=gen)
-    return out
+    return random_batch(batch, cfg.data.num_frames, cfg.data.crop_size, dict(cfg.model.num_classes),
+                        seed, MAP_STRIDE)
 
 
 def _channels_last_input(module, args):
@@ -100,9 +93,9 @@ class EngineStep:
 
     def to_device(self, batch: dict) -> dict:
         """The batch as the trainer hands it to the engine."""
-        from fpar.engine.predict import to_device
+        from fpar.data.batch import prepare_batch
 
-        return to_device(batch, self.device, self.dtype)
+        return prepare_batch(batch, self.device, self.dtype)
 
     def forward_backward(self, on_device: dict) -> torch.Tensor:
         """Forward, loss and backward (no optimiser step): what the FLOP count covers."""

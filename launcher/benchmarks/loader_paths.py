@@ -24,19 +24,17 @@ from typing import Callable, Iterator
 
 import cv2
 import numpy as np
-import torch
 
+from fpar.data.batch import stack_arrays
 from fpar.data.config import DataConfig
 from fpar.data.sampling import rng_for, temporal_indices
 from fpar.data.transforms import (
     crop_frames,
     crop_maps,
     map_size,
-    normalise_frames,
-    planar_rgb,
     train_box,
 )
-from shards.schema import FRAMES_EXT, META_EXT, MOTION_EXT, unpack_images
+from shards.schema import FRAMES_EXT, META_EXT, unpack_images
 
 
 @dataclass
@@ -49,7 +47,7 @@ class Segment:
     last_index: int
     frame_size: tuple[int, int]  # stored (H, W)
     jpegs: list[bytes]  # the M stored frames
-    motion_png: bytes  # the M motion maps stacked vertically
+    maps: np.ndarray  # the M motion maps, uint8 (M, h, w)
     folder: Path | None = None  # the frame and map files, once written
 
 
@@ -60,7 +58,7 @@ def read_segments(shard_dir: Path, videos: dict[str, list[Path]] | None, limit: 
         FileNotFoundError: A sample's video is not under the video root.
     """
     from fpar.data.reader import tar_samples
-    from shards.schema import shard_paths
+    from shards.schema import decode_sample, shard_paths
 
     segments: list[Segment] = []
     for path in shard_paths(shard_dir):
@@ -78,7 +76,7 @@ def read_segments(shard_dir: Path, videos: dict[str, list[Path]] | None, limit: 
                     sample["__key__"], video, int(meta["native_frames"][0]), int(meta["native_frames"][-1]),
                     tuple(int(v) for v in meta["frame_size"]),
                     [bytes(b) for b in unpack_images(sample[FRAMES_EXT])],
-                    bytes(sample[MOTION_EXT])))
+                    decode_sample(sample, flow=False)["motion"]))
                 if len(segments) == limit:
                     return segments
     return segments
@@ -88,15 +86,14 @@ def write_frame_folders(segments: list[Segment], root: Path) -> None:
     """Writes each segment's stored frames and motion maps as one file each.
 
     ``root/KEY/00001.jpg ...`` hold the shard's JPEG bytes unchanged and
-    ``root/KEY/map_00001.png ...`` the maps cut from the shard's stacked PNG.
+    ``root/KEY/map_00001.png ...`` the maps as PNG files.
     """
     for seg in segments:
         seg.folder = root / seg.key
         seg.folder.mkdir(parents=True, exist_ok=True)
         for i, blob in enumerate(seg.jpegs, start=1):
             (seg.folder / f"{i:05d}.jpg").write_bytes(blob)
-        stacked = cv2.imdecode(np.frombuffer(seg.motion_png, np.uint8), cv2.IMREAD_GRAYSCALE)
-        for i, one in enumerate(np.split(stacked, len(seg.jpegs)), start=1):
+        for i, one in enumerate(seg.maps, start=1):
             cv2.imwrite(str(seg.folder / f"map_{i:05d}.png"), one)
 
 
@@ -116,7 +113,7 @@ def _decord_clip(seg: Segment, cfg: DataConfig, seed: int, epoch: int) -> dict:
                                 num_threads=1)
     picks, box = _draw(seg, seg.last_index - seg.first_index + 1, cfg, seed, epoch)
     frames = reader.get_batch((picks + seg.first_index).tolist()).asnumpy()
-    return {"frames": planar_rgb(crop_frames(list(frames), box, cfg.crop_size))}
+    return {"frames": crop_frames(list(frames), box, cfg.crop_size)}
 
 
 def _read(path: Path, flags: int) -> np.ndarray:
@@ -133,8 +130,9 @@ def _file_clip(seg: Segment, cfg: DataConfig, seed: int, epoch: int) -> dict:
                      for p in picks])
     height, width = seg.frame_size
     side = map_size(cfg.motion_size, cfg.crop_size, min(height, width), min(maps.shape[1:]))
-    return {"frames": planar_rgb(crop_frames(frames, box, cfg.crop_size), bgr=True),
-            "motion": torch.from_numpy(crop_maps(maps, box, side))}
+    # cv2 reads BGR: the channel-reversed view is copied once when the batch is stacked.
+    return {"frames": crop_frames(frames, box, cfg.crop_size)[..., ::-1],
+            "motion": crop_maps(maps, box, side)}
 
 
 CLIP_MAKERS: dict[str, Callable[[Segment, DataConfig, int, int], dict]] = {
@@ -145,10 +143,10 @@ CLIP_MAKERS: dict[str, Callable[[Segment, DataConfig, int, int], dict]] = {
 
 def clip_rate(make: Callable, segments: list[Segment], cfg: DataConfig, seconds: float,
               seed: int = 0) -> float:
-    """Clips/s of ``make`` over the segments, epoch after epoch, batched and normalised.
+    """Clips/s of ``make`` over the segments, epoch after epoch, batched.
 
     Runs at least one whole batch, then until ``seconds`` have passed. Batches are
-    finished as the shard reader's are: frames normalised, maps (if any) as fractions.
+    finished as the shard reader's are: stacked into the uint8 loader batch.
     """
     clips = 0
     batch: list[dict] = []
@@ -156,9 +154,9 @@ def clip_rate(make: Callable, segments: list[Segment], cfg: DataConfig, seconds:
     for epoch, seg in _endless(segments):
         batch.append(make(seg, cfg, seed, epoch))
         if len(batch) == cfg.batch_size:
-            normalise_frames(torch.stack([clip["frames"] for clip in batch]))
+            stack_arrays([clip["frames"] for clip in batch], pin=False)
             if "motion" in batch[0]:
-                torch.stack([clip["motion"] for clip in batch]).float().div_(255.0)
+                stack_arrays([clip["motion"] for clip in batch], pin=False)
             clips += len(batch)
             batch = []
             if time.perf_counter() - started >= seconds:

@@ -66,18 +66,11 @@ def experiment(args: argparse.Namespace, system: str):
 
 
 def random_batch(cfg, seed: int) -> dict:
-    """A batch shaped like the shard reader's (frames normalised, maps at 1/4 of the crop)."""
-    import torch
+    """A loader batch of the experiment's shape (random pixels and labels)."""
+    from fpar.data.batch import random_batch as loader_batch
 
-    gen = torch.Generator().manual_seed(seed)
-    b, t, s = cfg.data.batch_size, cfg.data.num_frames, cfg.data.crop_size
-    batch = {"frames": torch.randn(b, t, 3, s, s, generator=gen),
-             "motion": torch.rand(b, t, max(1, s // 4), max(1, s // 4), generator=gen),
-             "segment_id": [str(i) for i in range(b)],
-             "is_repeat": torch.zeros(b, dtype=torch.bool)}
-    for head, classes in cfg.model.num_classes.items():
-        batch[head] = torch.randint(0, classes, (b,), generator=gen)
-    return batch
+    return loader_batch(cfg.data.batch_size, cfg.data.num_frames, cfg.data.crop_size,
+                        dict(cfg.model.num_classes), seed)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -26,8 +26,8 @@ def _model_and_optimizer(cfg):
 
 def deepspeed_stepper(cfg, batch: dict, device: torch.device) -> Callable[[], float]:
     """A function doing one engine step (forward, loss, backward, step); returns the loss."""
+    from fpar.data.batch import prepare_batch
     from fpar.engine import deepspeed_setup
-    from fpar.engine.predict import to_device
     from fpar.models import compute_loss
 
     model, optimizer, schedule = _model_and_optimizer(cfg)
@@ -35,7 +35,7 @@ def deepspeed_stepper(cfg, batch: dict, device: torch.device) -> Callable[[], fl
                                                 cfg.data.batch_size, 1, cfg.train.grad_clip)
     engine, _ = deepspeed_setup.initialize(model, optimizer, ds_config, schedule)
     engine.train()
-    on_device = to_device(batch, device, deepspeed_setup.engine_dtype(engine))
+    on_device = prepare_batch(batch, device, deepspeed_setup.engine_dtype(engine))
 
     def step() -> float:
         loss, _ = compute_loss(cfg.model, engine(on_device), on_device)
@@ -48,13 +48,13 @@ def deepspeed_stepper(cfg, batch: dict, device: torch.device) -> Callable[[], fl
 
 def plain_stepper(cfg, batch: dict, device: torch.device) -> Callable[[], float]:
     """A function doing one plain torch step with the same model, optimiser and schedule."""
-    from fpar.engine.predict import to_device
+    from fpar.data.batch import prepare_batch
     from fpar.models import compute_loss
 
     model, optimizer, schedule = _model_and_optimizer(cfg)
     model.to(device).train()
     scheduler = schedule(optimizer)
-    on_device = to_device(batch, device, torch.float32)
+    on_device = prepare_batch(batch, device, torch.float32)
     params = [p for p in model.parameters() if p.requires_grad]
     bf16 = cfg.train.precision == "bf16"
 
