@@ -142,12 +142,12 @@ _COLOR_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
                 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
-def _decode_image(blob: bytes | memoryview, color: bool, reduction: int = 1) -> np.ndarray:
+def _decode_image(blob: bytes | memoryview, color: bool, reduction: int = 1, bgr: bool = False) -> np.ndarray:
     data = np.frombuffer(blob, np.uint8)
     image = cv2.imdecode(data, _COLOR_FLAGS[reduction] if color else cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise SchemaError("image could not be decoded")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if color else image
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if color and not bgr else image
 
 
 def quantise_flow(flow_px: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
@@ -205,7 +205,8 @@ def encode_sample(
 
 
 def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None, *,
-                  reduction: int = 1, flow: bool = True) -> dict[str, Any]:
+                  reduction: int = 1, flow: bool = True, stacked: bool = True,
+                  bgr: bool = False) -> dict[str, Any]:
     """Decodes a sample as read raw from a shard (members by extension, no decoding yet).
 
     Args:
@@ -216,6 +217,9 @@ def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None, *
             scaling, cheaper than decoding in full and resizing); maps and flow are
             always decoded in full.
         flow: Decode the flow member when the sample has one.
+        stacked: Frames as one array; False gives a list of (H, W, 3) frames, for a caller
+            that crops them anyway (stacking full frames is a copy it would throw away).
+        bgr: Frames in OpenCV's BGR order (no conversion; the caller reorders later).
 
     Returns:
         ``{"meta": dict, "frames": uint8 (N, H/r, W/r, 3) RGB, "motion": uint8 (N, h, w),
@@ -238,8 +242,9 @@ def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None, *
         packed = unpack_images(raw[FRAMES_EXT])
         if len(packed) != count:
             raise SchemaError(f"frame pack holds {len(packed)} frames, the record says {count}")
-        images = {p: _decode_image(packed[p], True, reduction) for p in set(picks)}
-        out = {"meta": meta, "frames": np.stack([images[p] for p in picks]),
+        images = {p: _decode_image(packed[p], True, reduction, bgr) for p in set(picks)}
+        frames = [images[p] for p in picks]
+        out = {"meta": meta, "frames": np.stack(frames) if stacked else frames,
                "motion": _decode_maps(raw, meta, count, picks)}
         if flow and FLOW_EXT in raw:
             flow_h, flow_w = meta["flow_size"]

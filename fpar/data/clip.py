@@ -100,12 +100,14 @@ def _make_clip(raw: dict, cfg: DataConfig, train: bool, seed: int, epoch: int, k
         box = centre_box(width, height, cfg.test_crop_fraction)
         smallest = cfg.test_crop_fraction
     factor = reduction(min(height, width), smallest, cfg.crop_size) if cfg.reduced_decode else 1
+    # Frames stay BGR as decoded and unstacked: the crop reads them in place and turns
+    # its (smaller) output to RGB.
     sample = decode_sample({**raw, META_EXT: meta}, picks, reduction=factor,
-                           flow=cfg.use_flow)
+                           flow=cfg.use_flow, stacked=False, bgr=True)
 
     map_h, map_w = sample["motion"].shape[1:]
     side = map_size(cfg.motion_size, cfg.crop_size, min(height, width), min(map_h, map_w))
-    clip = {"frames": crop_frames(sample["frames"], box, cfg.crop_size),
+    clip = {"frames": crop_frames(sample["frames"], box, cfg.crop_size, bgr=True),
             "motion": crop_maps(sample["motion"], box, side)}
     if cfg.use_flow:
         if "flow" not in sample:

@@ -19,7 +19,6 @@ from typing import Sequence
 
 import cv2
 import numpy as np
-import torch
 
 
 CORNERS = ("c", "tl", "tr", "bl", "br")
@@ -147,18 +146,26 @@ def _resize(region: np.ndarray, out_size: int, interpolation: int,
     return result[:, :, None] if result.ndim == 2 else result
 
 
-def crop_frames(frames: Sequence[np.ndarray] | np.ndarray, box: CropBox, size: int) -> np.ndarray:
-    """Applies ``box`` to each (H, W, 3) uint8 frame; returns (N, size, size, 3) uint8.
+def crop_frames(frames: Sequence[np.ndarray] | np.ndarray, box: CropBox, size: int,
+                bgr: bool = False) -> np.ndarray:
+    """Applies ``box`` to each (H, W, 3) uint8 frame; returns contiguous (N, size, size, 3)
+    uint8 RGB (``bgr``: the frames are BGR, as OpenCV decodes them).
 
-    Each frame is cropped by :func:`warp_stack` straight into the output. A flip is
-    returned as a mirrored view: stacking the batch copies the array once anyway, so the
-    mirroring costs nothing there.
+    Each frame is cropped by :func:`warp_stack` straight into the output; mirroring and
+    the channel order are done there by OpenCV on the crop, which is smaller than the
+    frame, and the result has no negative strides (copying a reversed view is slow).
     """
     upright = replace(box, flip=False)
     out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
+    scratch = np.empty((size, size, 3), dtype=np.uint8) if box.flip else None
     for i, frame in enumerate(frames):
-        warp_stack(frame, upright, size, out=out[i])
-    return out[:, :, ::-1] if box.flip else out
+        if scratch is None:
+            warp_stack(frame, upright, size, out=out[i])
+        else:
+            cv2.flip(warp_stack(frame, upright, size, out=scratch), 1, dst=out[i])
+        if bgr:
+            cv2.cvtColor(out[i], cv2.COLOR_BGR2RGB, dst=out[i])
+    return out
 
 
 def crop_maps(maps: np.ndarray, box: CropBox, size: int) -> np.ndarray:

@@ -130,8 +130,7 @@ def _file_clip(seg: Segment, cfg: DataConfig, seed: int, epoch: int) -> dict:
                      for p in picks])
     height, width = seg.frame_size
     side = map_size(cfg.motion_size, cfg.crop_size, min(height, width), min(maps.shape[1:]))
-    # cv2 reads BGR: the channel-reversed view is copied once when the batch is stacked.
-    return {"frames": crop_frames(frames, box, cfg.crop_size)[..., ::-1],
+    return {"frames": crop_frames(frames, box, cfg.crop_size, bgr=True),
             "motion": crop_maps(maps, box, side)}
 
 
