@@ -67,6 +67,16 @@ def summarise(per_seed: dict[int, dict]) -> dict:
     return out
 
 
+def verb_oracle(data: Path, scale) -> dict:
+    """Verb top-1 (%) of the pose oracle on the demo's sampled frames (shards.synth.oracle):
+    camera compensated ("world") and on the screen, with the majority-class rate."""
+    from shards.synth.oracle import oracle_accuracy, plan_of
+
+    acc = oracle_accuracy(plan_of(data), scale.stored_frames, scale.num_frames)
+    return {space: {split: round(100.0 * v, 1) for split, v in by_split.items()}
+            for space, by_split in acc.items()}
+
+
 def run(args: argparse.Namespace) -> dict:
     """Trains and scores every (system, seed) and returns the accuracy summary."""
     seeds = parse_list(args.seeds, "--seeds", int)
@@ -87,6 +97,7 @@ def _measure(work: Path, args: argparse.Namespace, seeds: list[int], systems: li
     metrics: dict[str, dict[int, dict]] = {s: {} for s in systems}
     with stdout_to_stderr():
         data = demo.make_data(work, scale, args.data_seed, args.workers)
+        oracle = verb_oracle(data, scale)
         shards = demo.make_shards(work, data, scale, args.workers)
         for seed in seeds:
             for system in systems:
@@ -112,6 +123,7 @@ def _measure(work: Path, args: argparse.Namespace, seeds: list[int], systems: li
         "test_segments": segments,
         "top1": results,
         "mean_gain": gains,
+        "oracle_verb_top1": oracle,
         # Runs already finished in --work are reused and count (almost) nothing here.
         "train_wall_s_this_call": {s: sum(v) for s, v in train_seconds.items()},
         "work": str(work) if args.work else None,

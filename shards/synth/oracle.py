@@ -12,11 +12,14 @@ lower one on screen motion says the camera is no shortcut.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from shards.decode import sample_frames
-from shards.synth.plan import DatasetPlan
+from shards.synth.plan import DatasetPlan, Options, make_plan
 from shards.synth.render import VideoRenderer
 
 POSE_FIELDS = ("x", "y", "log size", "angle", "openness")
@@ -113,3 +116,13 @@ def oracle_accuracy(plan: DatasetPlan, stored: int = 14, num_frames: int = 7) ->
     result["majority"] = {split: float((table[split]["verb"] == counts.argmax()).mean())
                           for split in ("s1", "s2") if len(table[split]["verb"])}
     return result
+
+
+def plan_of(folder: str | Path) -> DatasetPlan:
+    """The plan a generated folder was made from (its ``synth.json``), made again."""
+    meta = json.loads((Path(folder) / "synth.json").read_text())
+    opts = dict(meta["options"])
+    if isinstance(opts.get("fps"), list):
+        opts["fps"] = tuple(opts["fps"])
+    return make_plan(meta["format"], len(meta["participants"]), meta["segments"], meta["seed"],
+                     Options(**{k: v for k, v in opts.items() if k in Options.__dataclass_fields__}))
