@@ -9,6 +9,8 @@ near the view centre and the demo's crop policy keeps it in the crop.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,36 @@ def test_options_out_of_range_are_refused():
         Options(camera_follow=1.5, fps=30.0).validate()
     with pytest.raises(ValueError, match="max_cycles"):
         Options(max_cycles=0.5, fps=30.0).validate()
+
+
+def _inside(box, cx: float, cy: float, half: float) -> float:
+    """Share of the square (cx +- half, cy +- half) inside a relative crop box of a W x H frame."""
+    x0, x1 = box.x0 * W, (box.x0 + box.w) * W
+    y0, y1 = box.y0 * H, (box.y0 + box.h) * H
+    wx = max(0.0, min(cx + half, x1) - max(cx - half, x0))
+    wy = max(0.0, min(cy + half, y1) - max(cy - half, y0))
+    return wx * wy / (2 * half) ** 2
+
+
+def test_the_demo_crop_policy_keeps_the_object_in_view(plan):
+    """Training crops of the demo's scales hold most of the object; the paper's corner crops
+    at 0.66-1 of the short side of a 16:9 frame often lose it."""
+    import yaml
+
+    from fpar.data.transforms import train_box
+
+    demo = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "experiments"
+                           / "demo.yaml").read_text())
+    rng = np.random.default_rng(0)
+    shares = {"demo": [], "corners": []}
+    for video in plan.videos[:10]:
+        renderer = VideoRenderer(video, plan.seed, W, H, FPS, plan.options)
+        for seg, track in zip(video.segments, renderer.tracks):
+            frames = picked_frames(seg.start_frame, seg.stop_frame, 14, 7)
+            screen = track_poses(renderer, track, frames, screen=True)
+            for name, scales in (("demo", demo["data"]["scales"]), ("corners", [1.0, .875, .75, .66])):
+                box = train_box(W, H, scales, True, rng)
+                shares[name].append(np.mean([_inside(box, x, y, s / 2) for x, y, s, _, _ in screen]))
+    demo_share, corner_share = np.array(shares["demo"]), np.array(shares["corners"])
+    assert demo_share.mean() > 0.8 and (demo_share < 0.1).mean() < 0.02, demo_share.mean()
+    assert corner_share.mean() < 0.65 and (corner_share < 0.1).mean() > 0.2, corner_share.mean()
