@@ -106,13 +106,23 @@ def prepare_batch(batch: dict, device: torch.device, dtype: torch.dtype = torch.
         if isinstance(value, torch.Tensor):
             value = value.to(device, non_blocking=True)
         out[key] = value
-    if "frames" in out:
-        out["frames"] = normalise_frames(out["frames"]).to(dtype)
-    if "motion" in out:
-        out["motion"] = out["motion"].float().div_(255.0).to(dtype)
-    if "flow" in out:
-        out["flow"] = out["flow"].float().mul_(2.0 / 255.0).sub_(1.0).to(dtype)
+    for key, scale in (("frames", None), ("motion", _motion_units), ("flow", _flow_units)):
+        value = out.get(key)
+        if not isinstance(value, torch.Tensor):
+            continue
+        if value.dtype == torch.uint8:
+            out[key] = (normalise_frames(value) if scale is None else scale(value.float())).to(dtype)
+        elif value.is_floating_point():  # inputs made as floats already (toy models, tests)
+            out[key] = value.to(dtype)
     return out
+
+
+def _motion_units(value: torch.Tensor) -> torch.Tensor:
+    return value.div_(255.0)
+
+
+def _flow_units(value: torch.Tensor) -> torch.Tensor:
+    return value.mul_(2.0 / 255.0).sub_(1.0)
 
 
 def random_batch(batch_size: int, num_frames: int, crop: int, label_classes: dict[str, int],
