@@ -71,7 +71,8 @@ def keep_global_batch(cfg: ExperimentConfig, run_dir: Path, world_size: int) -> 
     becomes ``global / W'`` (said in the log and in the run's ``config.yaml``).
 
     Raises:
-        ConfigError: The global batch cannot be split evenly over ``world_size`` ranks.
+        ConfigError: The global batch cannot be split evenly over ``world_size`` ranks, or
+            ZeRO >= 1 optimizer states would have to be re-partitioned.
     """
     root = run_dir / "checkpoints"
     tag = ckpt.latest_tag(root) if root.is_dir() else None
@@ -79,7 +80,15 @@ def keep_global_batch(cfg: ExperimentConfig, run_dir: Path, world_size: int) -> 
         return cfg
     saved = ckpt.read_trainer_state(root / tag)
     global_batch, saved_world = int(saved.get("global_batch") or 0), int(saved.get("world_size") or 0)
-    if not global_batch or saved_world == world_size:
+    if saved_world == world_size:
+        return cfg
+    if cfg.train.zero_stage >= 1:
+        # DeepSpeed refuses to re-partition ZeRO optimizer states over another number of ranks.
+        raise ConfigError(
+            f"{root / tag} holds ZeRO-{cfg.train.zero_stage} optimizer states partitioned over "
+            f"{saved_world} rank(s), which DeepSpeed cannot load on {world_size}: resume on "
+            f"{saved_world} rank(s) (ZeRO 0 checkpoints resume on any number)")
+    if not global_batch:
         return cfg
     if global_batch % world_size:
         raise ConfigError(

@@ -127,3 +127,29 @@ def test_resumed_at_another_world_size_continues_the_global_sequence(tmp_path):
     for epoch in (0, 1):
         seen = [s for (e, _), ids in sorted(expected.items()) if e == epoch for s in ids]
         assert sorted(seen) == sorted(r["segment_id"] for r in rows)
+
+
+def _checkpoint(run_dir: Path, **state) -> None:
+    from fpar.engine import checkpoint as ckpt
+
+    tag = run_dir / "checkpoints" / "step00000004"
+    tag.mkdir(parents=True)
+    atomic_write_json(tag / ckpt.STATE, {"world_size": 2, "global_batch": 6, **state})
+    atomic_write_json(tag / ckpt.COMPLETE, {"step": 4})
+
+
+def test_resume_at_another_world_size_keeps_the_global_batch_or_says_why_not(tmp_path):
+    from fpar.config import ConfigError
+    from fpar.experiment import load_experiment
+    from fpar.train import keep_global_batch
+
+    cfg = load_experiment(REPO / "configs/experiments/tiny_cpu.yaml", ["data.batch_size=3"])
+    _checkpoint(tmp_path)
+    assert keep_global_batch(cfg, tmp_path, 2) is cfg
+    assert keep_global_batch(cfg, tmp_path, 3).data.batch_size == 2
+    assert keep_global_batch(cfg, tmp_path, 1).data.batch_size == 6
+    with pytest.raises(ConfigError, match="global batch of 6 clips on 2 rank.*4 ranks cannot split"):
+        keep_global_batch(cfg, tmp_path, 4)
+    zero1 = load_experiment(REPO / "configs/experiments/tiny_cpu.yaml", ["train.zero_stage=1"])
+    with pytest.raises(ConfigError, match="ZeRO-1 optimizer states partitioned over 2"):
+        keep_global_batch(zero1, tmp_path, 1)
