@@ -6,7 +6,8 @@ normalisation runs on the model's device, :mod:`fpar.data.batch`):
 
 * ``shards``: :func:`fpar.data.clip_throughput` over the shard folder (tar reading by
   index, JPEG decoding, crop, motion maps, batching), in this process;
-* ``shards_96``: the same at a 96 px crop (the demo's input);
+* ``shards_96``: the demo's input, 96 px crops from shards stored at its 112 px (with
+  ``--shards``: from those shards);
 * ``shards_1_worker`` / ``shards_2_workers``: the same with 1 and 2 loader worker
   processes (the main process stacks the batches);
 * ``decord``: the same segments decoded from their MP4 files on the fly;
@@ -36,7 +37,8 @@ DESCRIPTION = ("training clips/s of one loader process: shards vs decord on the 
 
 GOALS = {"shards_vs_decord": 5.0, "shards_vs_jpeg_files": 1.0, "shards_vs_decode_bound": 0.7,
          "two_workers_vs_one": 1.7}
-DEMO_CROP = 96
+# The demo's input (launcher/demo.py, default scale): 7 x 96 px from 14 frames stored at 112 px.
+DEMO_CROP, DEMO_SHORT_SIDE, DEMO_STORED_FRAMES = 96, 112, 14
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,10 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="processes generating videos and building shards (default 2)")
 
 
-def prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
-    """Synthetic kitchens and their train shards in ``work`` (each step skipped if done)."""
-    from shards.build import BuildConfig, build_shards
-    from shards.schema import MANIFEST_NAME
+def prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """Synthetic kitchens and their train shards in ``work`` (each step skipped if done):
+    ``(shards, demo_shards, videos)``, the demo's stored at its short side and frame count."""
     from shards.synth import generate
 
     data = work / "data"
@@ -81,17 +82,24 @@ def prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path]:
         generate("epic55", data, participants=3, segments=max(16, args.segments * 2),
                  seed=args.seed, progress=True, width=width, height=height,
                  workers=args.workers)
-    shard_dir = work / "shards"
-    if (shard_dir / MANIFEST_NAME).is_file():
-        return shard_dir, data / "videos"  # a finished build (whatever its motion settings)
-    cfg = BuildConfig(format="epic55", root=str(data / "videos"),
-                      annotations=str(data / "annotations"), split="train",
-                      out=str(shard_dir), workers=args.workers, short_side=args.short_side)
+    shard_dir = _build(data, work / "shards", args, short_side=args.short_side)
+    demo = _build(data, work / "shards_demo", args, short_side=DEMO_SHORT_SIDE, frames=DEMO_STORED_FRAMES)
+    return shard_dir, demo, data / "videos"
+
+
+def _build(data: Path, out: Path, args: argparse.Namespace, **options) -> Path:
+    from shards.build import BuildConfig, build_shards
+    from shards.schema import MANIFEST_NAME
+
+    if (out / MANIFEST_NAME).is_file():
+        return out  # a finished build (whatever its motion settings)
+    cfg = BuildConfig(format="epic55", root=str(data / "videos"), annotations=str(data / "annotations"),
+                      split="train", out=str(out), workers=args.workers, **options)
     report = build_shards(cfg, progress=True)
     if not report.ok:
         raise RuntimeError(f"shard build failed for {len(report.failures)} segment(s): "
                            f"see {cfg.out}/manifest.json")
-    return shard_dir, data / "videos"
+    return out
 
 
 @contextlib.contextmanager
@@ -117,7 +125,7 @@ def run(args: argparse.Namespace) -> dict:
     from launcher.benchmarks.output import stdout_to_stderr
 
     if args.shards:
-        return _measure(Path(args.shards), Path(args.root), args)
+        return _measure(Path(args.shards), Path(args.shards), Path(args.root), args)
     if args.work:
         with stdout_to_stderr():
             found = prepare(Path(args.work), args)
@@ -128,7 +136,7 @@ def run(args: argparse.Namespace) -> dict:
         return _measure(*found, args)
 
 
-def _measure(shard_dir: Path, video_root: Path, args: argparse.Namespace) -> dict:
+def _measure(shard_dir: Path, demo_dir: Path, video_root: Path, args: argparse.Namespace) -> dict:
     from fpar.data import DataConfig, clip_throughput
     from launcher.benchmarks import loader_paths as paths
     from shards.decode import index_videos
@@ -148,13 +156,13 @@ def _measure(shard_dir: Path, video_root: Path, args: argparse.Namespace) -> dic
     share = args.seconds / args.rounds
     import dataclasses
 
-    def shards(**change):
-        return lambda: clip_throughput(shard_dir, dataclasses.replace(cfg, **change), seconds=share,
+    def shards(folder=shard_dir, **change):
+        return lambda: clip_throughput(folder, dataclasses.replace(cfg, **change), seconds=share,
                                        seed=args.seed)
 
     measures = {
         "shards": shards(),
-        f"shards_{DEMO_CROP}": shards(crop_size=DEMO_CROP),
+        f"shards_{DEMO_CROP}": shards(demo_dir, crop_size=DEMO_CROP),
         "shards_1_worker": shards(workers=1),
         "shards_2_workers": shards(workers=2),
         "decord": lambda: paths.clip_rate(paths.CLIP_MAKERS["decord"], segments, cfg, share,
@@ -181,7 +189,8 @@ def _measure(shard_dir: Path, video_root: Path, args: argparse.Namespace) -> dic
                      "segments": len(segments), "stored_frames": len(segments[0].jpegs),
                      "stored_size": list(segments[0].frame_size), "seconds": args.seconds,
                      "rounds": args.rounds, "threads": 1,
-                     "shards": str(shard_dir), "shard_samples": manifest["num_samples"]},
+                     "shards": str(shard_dir), "shard_samples": manifest["num_samples"],
+                     "demo_shards": str(demo_dir)},
         "clips_per_s": best,
         "clips_per_s_median": {name: median(values) for name, values in rounds.items()},
         "ratios": ratios,
