@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from fpar.config import ConfigError, from_dict, to_dict
+from fpar.config import ConfigError, to_dict
 from fpar.io import atomic_write_json, read_json
 from shards.decode import index_videos
 from shards.motion import MotionConfig

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Callable
 
 from fpar.io import atomic_write_text
-from shards.schema import shard_name
 
 JOURNAL_NAME = "journal.jsonl"
 TMP_SUFFIX = ".tmp"

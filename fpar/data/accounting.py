@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-import torch
 
 
 log = logging.getLogger(__name__)
