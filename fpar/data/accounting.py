@@ -6,8 +6,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-
-
 log = logging.getLogger(__name__)
 
 MAX_PROBLEMS = 20
