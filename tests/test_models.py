@@ -128,6 +128,14 @@ def test_convlstm_init_is_xavier_with_zero_bias():
     assert gates.weight.std().item() == pytest.approx((2.0 / (fan_in + fan_out)) ** 0.5, rel=0.05)
 
 
+def test_convlstm_forget_bias_opens_only_the_forget_gate():
+    model = build_model(tiny_config("baseline", {"class": 4}, convlstm_hidden=8,
+                                    convlstm_forget_bias=1.0))
+    i, f, o, g = model.recurrent.cell.gates.bias.detach().chunk(4)
+    assert torch.all(f == 1.0)
+    assert torch.count_nonzero(torch.cat([i, o, g])) == 0
+
+
 @pytest.mark.parametrize("tap", ["conv3_x", "conv4_x", "conv5_x"])
 @pytest.mark.parametrize("size", [64, 112, 224])
 def test_ms_target_from_stored_map_matches_prediction(tap, size):
