@@ -193,3 +193,6 @@ def test_accuracy_reports_each_system_on_seen_and_unseen(tiny_work):
                                  - result["top1"]["baseline"]["s2"]["verb"]["mean"])
     assert result["test_segments"]["s1"] > 0 and result["test_segments"]["s2"] > 0
     assert (tiny_work / "runs" / "sparnet_seed0" / "metrics.json").is_file()
+    oracle = result["oracle_verb_top1"]
+    assert set(oracle) == {"world", "screen", "majority"}
+    assert 0.0 <= oracle["world"]["s1"] <= 100.0 and 0.0 <= oracle["majority"]["s2"] <= 100.0
