@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from shards.schema import shard_name
-from shards.worker import RATE_TOLERANCE
+from shards.worker import rate_report
 from shards.writer import Journal, ShardRecord, ShardWriter, read_samples
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,7 @@ def write_shards(
         writer = ShardWriter(out, lambda: name, 1 << 62, on_finished=done.append)
         for key in keys:
             meta = json.loads(samples[key]["json"])
-            table = table_fps.get(key, 0.0)
-            rate = None
-            if table > 0 and abs(meta["fps"] / table - 1.0) > RATE_TOLERANCE:
-                rate = {"video_id": meta["video_id"], "table_fps": table, "file_fps": round(meta["fps"], 4)}
+            rate = rate_report(meta.get("video_id", ""), table_fps.get(key, 0.0), meta.get("fps", 0.0))
             writer.write(key, samples[key], clamped=bool(meta.get("clamped")), rate=rate)
         writer.finish()
         journal.append(done[0])

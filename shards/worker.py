@@ -97,15 +97,9 @@ def open_source(unit: WorkUnit, short_side: int, threads: int = 1):
     return open_video(unit.source, short_side, threads=threads)
 
 
-def make_sample(
-    source, seg: SegmentTask, settings: WorkerSettings, estimator: MotionEstimator
-) -> tuple[dict[str, bytes], bool]:
-    """Decodes, computes motion (and flow) and encodes one segment's sample members.
-
-    Returns:
-        ``(members, clamped)``: clamped when the segment's stop lay past the last
-        decodable frame and was moved to it.
-    """
+def make_sample(source, seg: SegmentTask, settings: WorkerSettings, estimator: MotionEstimator) -> dict[str, bytes]:
+    """Decodes, computes motion (and flow) and encodes one segment's sample members (the
+    record says whether the segment's stop lay past the last decodable frame: ``clamped``)."""
     try:
         span = source.timing.span(seg.start_time, seg.stop_time)
     except SegmentOutside as err:
@@ -134,15 +128,21 @@ def make_sample(
         "frame_times": source.timing.times(kept),
         "clamped": span.clamped,
     }
-    return encode_sample(meta, frames, motion, flow, jpeg_quality=settings.jpeg_quality), span.clamped
+    return encode_sample(meta, frames, motion, flow, jpeg_quality=settings.jpeg_quality)
+
+
+def rate_report(video_id: str, table_fps: float, file_fps: float) -> dict | None:
+    """The report of a video whose real rate disagrees with its annotated one, or None."""
+    if not table_fps > 0 or abs(file_fps / table_fps - 1.0) <= RATE_TOLERANCE:
+        return None
+    return {"video_id": video_id, "table_fps": table_fps, "file_fps": round(file_fps, 4)}
 
 
 def rate_mismatch(source, unit: WorkUnit) -> dict | None:
-    """The report of a video whose real rate disagrees with its annotated one, or None."""
-    table = unit.segments[0].fps if unit.segments else 0.0
-    if unit.kind != "video" or not table > 0 or abs(source.fps / table - 1.0) <= RATE_TOLERANCE:
+    """:func:`rate_report` of a unit's video (frame folders carry no rate of their own)."""
+    if unit.kind != "video" or not unit.segments:
         return None
-    return {"video_id": unit.video_id, "table_fps": table, "file_fps": round(source.fps, 4)}
+    return rate_report(unit.video_id, unit.segments[0].fps, source.fps)
 
 
 def run_worker(wid: int, settings: WorkerSettings, tasks, results) -> None:
@@ -185,7 +185,7 @@ def _run_unit(wid, unit, settings, estimator, results, check_parent) -> None:
     for seg in unit.segments:
         check_parent()
         try:
-            members, _clamped = make_sample(source, seg, settings, estimator)
+            members = make_sample(source, seg, settings, estimator)
         except (DecodeError, SchemaError, ValueError, cv2.error) as err:
             fail(seg, str(err))
             continue
