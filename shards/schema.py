@@ -44,7 +44,7 @@ import json
 import struct
 import zlib
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -138,16 +138,19 @@ def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     return buf.tobytes()
 
 
-_COLOR_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
-                4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+# libjpeg writes RGB as cheaply as BGR: asking for it spares a conversion pass.
+_COLOR_FLAGS = {1: cv2.IMREAD_COLOR_RGB,
+                **{r: (flag & ~cv2.IMREAD_COLOR) | cv2.IMREAD_COLOR_RGB for r, flag in (
+                    (2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                    (8, cv2.IMREAD_REDUCED_COLOR_8))}}
 
 
-def _decode_image(blob: bytes | memoryview, color: bool, reduction: int = 1, bgr: bool = False) -> np.ndarray:
+def _decode_image(blob: bytes | memoryview, color: bool, reduction: int = 1) -> np.ndarray:
     data = np.frombuffer(blob, np.uint8)
     image = cv2.imdecode(data, _COLOR_FLAGS[reduction] if color else cv2.IMREAD_GRAYSCALE)
     if image is None:
         raise SchemaError("image could not be decoded")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if color and not bgr else image
+    return image
 
 
 def quantise_flow(flow_px: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
@@ -205,8 +208,7 @@ def encode_sample(
 
 
 def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None, *,
-                  reduction: int = 1, flow: bool = True, stacked: bool = True,
-                  bgr: bool = False) -> dict[str, Any]:
+                  reduction: int = 1, flow: bool = True, stacked: bool = True) -> dict[str, Any]:
     """Decodes a sample as read raw from a shard (members by extension, no decoding yet).
 
     Args:
@@ -217,9 +219,10 @@ def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None, *
             scaling, cheaper than decoding in full and resizing); maps and flow are
             always decoded in full.
         flow: Decode the flow member when the sample has one.
-        stacked: Frames as one array; False gives a list of (H, W, 3) frames, for a caller
-            that crops them anyway (stacking full frames is a copy it would throw away).
-        bgr: Frames in OpenCV's BGR order (no conversion; the caller reorders later).
+        stacked: Frames as one array; False gives an iterator that decodes the (H, W, 3)
+            frames one at a time as it is read, for a caller that crops each at once (no
+            copy of full frames, and one frame's pixels in cache at a time); its errors
+            are SchemaErrors naming the sample.
 
     Returns:
         ``{"meta": dict, "frames": uint8 (N, H/r, W/r, 3) RGB, "motion": uint8 (N, h, w),
@@ -242,9 +245,11 @@ def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None, *
         packed = unpack_images(raw[FRAMES_EXT])
         if len(packed) != count:
             raise SchemaError(f"frame pack holds {len(packed)} frames, the record says {count}")
-        images = {p: _decode_image(packed[p], True, reduction, bgr) for p in set(picks)}
-        frames = [images[p] for p in picks]
-        out = {"meta": meta, "frames": np.stack(frames) if stacked else frames,
+        if stacked:  # errors get the sample's name below
+            frames = np.stack(list(_frames_in_order(packed, picks, reduction, None)))
+        else:
+            frames = _frames_in_order(packed, picks, reduction, key)
+        out = {"meta": meta, "frames": frames,
                "motion": _decode_maps(raw, meta, count, picks)}
         if flow and FLOW_EXT in raw:
             flow_h, flow_w = meta["flow_size"]
@@ -259,6 +264,22 @@ def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None, *
     if "__key__" in raw:
         out["__key__"] = raw["__key__"]
     return out
+
+
+def _frames_in_order(packed: list[memoryview], picks: list[int], reduction: int,
+                     key: Any) -> Iterator[np.ndarray]:
+    """The picked frames, decoded when asked for (a pick repeating the previous one is the
+    same array); errors name the sample ``key`` unless it is None."""
+    last_pick, last = None, None
+    for pick in picks:
+        if pick != last_pick:
+            try:
+                last = _decode_image(packed[pick], True, reduction)
+            except (SchemaError, cv2.error) as err:
+                where = f"frame {pick}: {err}"
+                raise SchemaError(where if key is None else f"sample {key}: {where}") from err
+            last_pick = pick
+        yield last
 
 
 def _decode_maps(raw: dict[str, Any], meta: dict, count: int, picks: list[int]) -> np.ndarray:

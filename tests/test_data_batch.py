@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from fpar.data.batch import IMAGENET_MEAN, IMAGENET_STD, collate, normalise_frames, prepare_batch, random_batch
+from fpar.data.assemble import assemble, loader_batch, local_allocator
+from fpar.data.batch import IMAGENET_MEAN, IMAGENET_STD, normalise_frames, prepare_batch, random_batch
 from fpar.data.clip import make_clip
 from fpar.data.config import DataConfig
+from fpar.data.plan import RankPlan
+from fpar.data.reader import RawInput
 from shards.schema import decode_sample, encode_sample, pack_images, sample_key
 
 H, W = 64, 80
@@ -23,6 +26,22 @@ def raw_sample(key: str, seed: int, count: int = 6, flow: bool = True) -> dict:
                         frames, motion, stack)
     raw["__key__"] = sample_key(key)
     return raw
+
+
+class ListReader:
+    """Raw samples by index, as :class:`fpar.data.reader.SampleReader` gives them."""
+
+    def __init__(self, raws: list[dict | None]):
+        self.raws = raws
+
+    def read(self, index: int) -> RawInput:
+        raw = self.raws[index]
+        return RawInput(index, raw, None if raw is not None else "lost")
+
+
+def assembled(raws: list, cfg: DataConfig, train: bool, epoch: int = 0):
+    return assemble(ListReader(raws), RankPlan(tuple(range(len(raws)))), 0, len(raws), cfg,
+                    train=train, seed=4, epoch=epoch, allocate=local_allocator(False))
 
 
 def reference_model_batch(clips: list[dict]) -> dict:
@@ -41,8 +60,9 @@ def reference_model_batch(clips: list[dict]) -> dict:
 @pytest.mark.parametrize("train", [True, False])
 def test_the_model_sees_the_same_normalised_tensors_as_before(train):
     cfg = DataConfig(crop_size=32, num_frames=3, use_flow=True)
-    clips = [make_clip(raw_sample(f"s{i}", i), cfg, train=train, seed=4, epoch=i) for i in range(4)]
-    loader = collate(clips, [False] * 4, ("verb", "noun"))
+    raws = [raw_sample(f"s{i}", i) for i in range(4)]
+    clips = [make_clip(raw, cfg, train=train, seed=4, epoch=2) for raw in raws]
+    loader = loader_batch(assembled(raws, cfg, train, epoch=2))
     assert loader["frames"].dtype == torch.uint8 and loader["frames"].shape == (4, 3, 32, 32, 3)
     assert loader["motion"].dtype == torch.uint8 and loader["flow"].dtype == torch.uint8
     model = prepare_batch(loader, torch.device("cpu"))
@@ -74,12 +94,28 @@ def test_prepare_batch_casts_floats_to_the_model_dtype_and_keeps_labels():
         normalise_frames(torch.zeros(1, 2, 4, 4, 3))
 
 
-def test_collate_names_the_clips_whose_shapes_differ():
-    cfg = DataConfig(crop_size=32, num_frames=3)
-    a = make_clip(raw_sample("a", 1, flow=False), cfg, train=False, seed=0, epoch=0)
-    b = dict(a, motion=a["motion"][:, :4], segment_id="b")
+def test_clips_whose_maps_differ_in_shape_are_named():
+    cfg = DataConfig(crop_size=30, num_frames=3)  # maps at crop x 16/64 -> 8 px, x 16/66 -> 7 px
+    rng = np.random.default_rng(0)
+    taller = encode_sample({"segment_id": "b", "verb_class": 1, "noun_class": 2, "class_id": -1},
+                           (rng.random((6, 66, W, 3)) * 255).astype(np.uint8),
+                           (rng.random((6, 66 // 4, W // 4)) * 255).astype(np.uint8))
+    taller["__key__"] = sample_key("b")
     with pytest.raises(ValueError, match=r"\['a', 'b'\]"):
-        collate([a, b], [False, False], ())
+        assembled([raw_sample("a", 1, flow=False), taller], cfg, train=False)
+
+
+def test_batches_are_cropped_in_place_and_skip_lost_samples_at_evaluation():
+    cfg = DataConfig(crop_size=32, num_frames=3)
+    raws = [raw_sample("a", 1, flow=False), None, raw_sample("c", 3, flow=False)]
+    parts = assembled(raws, cfg, train=False)
+    assert parts.good == [0, 2] and [item["status"] for item in parts.items] == ["ok", "missing", "ok"]
+    batch = loader_batch(parts, parts.good)
+    assert batch["segment_id"] == ["a", "c"] and batch["frames"].shape == (2, 3, 32, 32, 3)
+    for row, raw in zip((0, 1), (raws[0], raws[2])):
+        clip = make_clip(raw, cfg, train=False, seed=4, epoch=0)
+        assert np.array_equal(batch["frames"][row].numpy(), clip["frames"])
+        assert np.array_equal(batch["motion"][row].numpy(), clip["motion"])
 
 
 def test_maps_decode_one_by_one_and_schema_2_maps_are_still_read():

@@ -130,7 +130,8 @@ def test_worker_processes_give_the_same_batches(shard_dir):
     assert torch.equal(before, torch.get_rng_state())
     assert [b["segment_id"] for b in inline] == [b["segment_id"] for b in workers]
     for a, b in zip(inline, workers):
-        assert torch.equal(a["frames"], b["frames"])
+        for key in ("frames", "motion", "verb", "is_repeat"):
+            assert torch.equal(a[key], b[key]), key
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
@@ -184,6 +185,10 @@ def test_undecodable_sample_is_skipped_and_counted(tmp_path, caplog):
     assert len(batches) == 4 and set(own_ids(batches)) == ALL_IDS - {"seg6"}
     assert sum(int(b["is_repeat"].sum()) for b in batches) == 1
     assert "skipped undecodable sample" in caplog.text and "seg6" in caplog.text
+    _, in_workers = epoch(config(workers=2), shards, 0, 1)  # stand-ins filled alike
+    for a, b in zip(batches, in_workers):
+        assert a["segment_id"] == b["segment_id"] and torch.equal(a["frames"], b["frames"])
+        assert torch.equal(a["is_repeat"], b["is_repeat"])
     evaluation = ShardStream(config(), shards, train=False, rank=0, world_size=1, seed=0)
     ids = [s for b in evaluation.eval_batches() for s in b["segment_id"]]
     assert sorted(ids) == sorted(ALL_IDS - {"seg6"})

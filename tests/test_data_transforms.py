@@ -225,14 +225,32 @@ def test_evaluation_plan_keeps_the_folder_order():
     assert all(not p.repeats for p in plans)
 
 
-def test_batches_without_a_decoded_clip_borrow_from_the_next_then_the_last():
-    def ok(name):
-        return {"status": "ok", "repeat": False, "clip": name}
+def _parts(first: int, names: list[str | None]):
+    """Assembled batch parts whose rows hold a clip named ``name`` (None: lost)."""
+    from fpar.data.assemble import BatchParts
 
-    gone = {"status": "missing", "repeat": False, "problem": "lost"}
-    groups = [[gone, gone], [ok("a"), gone], [ok("b"), ok("c")], [gone, gone]]
-    batches = list(fill_batches(groups, rank=0))
-    assert batches == [(["a", "a"], [True, True]), (["a", "a"], [False, True]),
-                       (["b", "c"], [False, False]), (["c", "c"], [True, True])]
+    rows = len(names)
+    parts = BatchParts(first, [], [], torch.full((rows, 1), -1), maps={"motion": torch.full((rows, 2), -1)},
+                       labels={"verb": [-1] * rows}, segment_id=[""] * rows, repeat=[True] * rows)
+    for row, name in enumerate(names):
+        parts.items.append({"pos": first + row, "repeat": False, "status": "ok" if name else "missing",
+                            "problem": None if name else "lost"})
+        if name:
+            value = ord(name)
+            parts.good.append(row)
+            parts.frames[row], parts.maps["motion"][row] = value, value
+            parts.labels["verb"][row], parts.segment_id[row], parts.repeat[row] = value, name, False
+    return parts
+
+
+def test_batches_without_a_decoded_clip_borrow_from_the_next_then_the_last():
+    names = [[None, None], ["a", None], ["b", "c"], [None, None]]
+    batches = list(fill_batches([_parts(2 * i, n) for i, n in enumerate(names)], rank=0))
+    assert [b.segment_id for b in batches] == [["a", "a"], ["a", "a"], ["b", "c"], ["c", "c"]]
+    assert [b.repeat for b in batches] == [[True, True], [False, True], [False, False], [True, True]]
+    for batch in batches:  # every buffer row and label follows the clip it copies
+        values = [ord(name) for name in batch.segment_id]
+        assert batch.frames[:, 0].tolist() == values == batch.labels["verb"]
+        assert batch.maps["motion"][:, 1].tolist() == values
     with pytest.raises(DataShortfallError, match="not one decodable sample"):
-        list(fill_batches([[gone], [gone]], rank=1))
+        list(fill_batches([_parts(0, [None]), _parts(1, [None])], rank=1))

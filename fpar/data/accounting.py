@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from fpar.data.assemble import BatchParts, fill_rows
+
 log = logging.getLogger(__name__)
 
 MAX_PROBLEMS = 20
@@ -81,8 +83,8 @@ class PassReport:
         }
 
 
-def fill_batches(groups: Iterable[list[dict]], rank: int) -> Iterator[tuple[list[dict], list[bool]]]:
-    """Turns groups of items into full batches, standing in for items without a clip.
+def fill_batches(batches: Iterable[BatchParts], rank: int) -> Iterator[BatchParts]:
+    """Fills the rows of assembled batches that hold no clip, in order.
 
     A missing or undecodable slot takes a repeat of a decoded clip of the same batch
     (cycling through them), so a batch's content depends only on its own positions and a
@@ -90,43 +92,30 @@ def fill_batches(groups: Iterable[list[dict]], rank: int) -> Iterator[tuple[list
     batch that has one and borrows its first clip; if none follows, the last decoded clip
     before it is used.
 
-    Yields:
-        ``(clips, is_repeat)`` per batch, in order.
-
     Raises:
         DataShortfallError: when the whole pass has no decodable clip.
     """
-    waiting: list[list[dict]] = []
-    last_good: dict | None = None
-
-    def filled(group: list[dict], stand_ins: list[dict]) -> tuple[list[dict], list[bool]]:
-        clips, repeat, used = [], [], 0
-        for item in group:
-            if item["status"] == "ok":
-                clips.append(item["clip"])
-                repeat.append(bool(item["repeat"]))
-            else:
-                clips.append(stand_ins[used % len(stand_ins)])
-                repeat.append(True)
-                used += 1
-        return clips, repeat
-
-    for group in groups:
-        good = [item["clip"] for item in group if item["status"] == "ok"]
-        if not good:
-            waiting.append(group)
+    waiting: list[BatchParts] = []
+    last_good: tuple[BatchParts, int] | None = None
+    for parts in batches:
+        if not parts.good:
+            waiting.append(parts)
             continue
         for held in waiting:
-            yield filled(held, good[:1])
+            fill_rows(held, parts, parts.good[:1])
+            yield held
         waiting = []
-        last_good = good[-1]
-        yield filled(group, good)
+        fill_rows(parts, parts, parts.good)
+        last_good = (parts, parts.good[-1])
+        yield parts
     if waiting:
         if last_good is None:
-            first = waiting[0][0]
+            first = waiting[0].items[0]
             raise DataShortfallError(
                 f"rank {rank}: not one decodable sample in this pass "
                 f"(first problem: {first.get('problem')})"
             )
+        donor, row = last_good
         for held in waiting:
-            yield filled(held, [last_good])
+            fill_rows(held, donor, [row])
+            yield held

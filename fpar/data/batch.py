@@ -36,43 +36,28 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _buffer(shape: Sequence[int], dtype: torch.dtype, pin: bool) -> torch.Tensor:
-    """A batch-sized CPU buffer: pinned for a fast, asynchronous copy to a GPU, else
+def batch_buffer(shape: Sequence[int], dtype: torch.dtype = torch.uint8, *, pin: bool = False,
+                 shared: bool = False) -> torch.Tensor:
+    """A batch-sized CPU buffer: pinned for a fast, asynchronous copy to a GPU; in shared
+    memory for a loader worker (sent to the training process as a handle); else
     numpy-allocated (numpy asks for transparent huge pages on large arrays, torch's CPU
     allocator does not, so filling it takes far fewer page faults)."""
+    shape = tuple(int(v) for v in shape)
     if pin:
-        return torch.empty(tuple(shape), dtype=dtype, pin_memory=True)
-    return torch.from_numpy(np.empty(tuple(shape), dtype=torch.empty((), dtype=dtype).numpy().dtype))
+        return torch.empty(shape, dtype=dtype, pin_memory=True)
+    if shared:
+        nbytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
+        storage = torch.UntypedStorage._new_shared(max(nbytes, 1))
+        return torch.empty(0, dtype=dtype).set_(storage.untyped(), 0, shape)
+    return torch.from_numpy(np.empty(shape, dtype=torch.empty((), dtype=dtype).numpy().dtype))
 
 
 def stack_arrays(arrays: list, pin: bool) -> torch.Tensor:
     """Stacks arrays or tensors (mirrored views too) with one copy into a batch buffer."""
     arrays = [a.numpy() if isinstance(a, torch.Tensor) else a for a in arrays]
-    out = _buffer((len(arrays), *arrays[0].shape), torch.from_numpy(np.empty(0, arrays[0].dtype)).dtype, pin)
+    out = batch_buffer((len(arrays), *arrays[0].shape), torch.from_numpy(np.empty(0, arrays[0].dtype)).dtype, pin=pin)
     np.stack(arrays, out=out.numpy())
     return out
-
-
-def collate(clips: list[dict], repeat: list[bool], label_keys: tuple[str, ...], pin: bool = False) -> dict:
-    """Stacks decoded clips (:func:`fpar.data.clip.make_clip`) into a loader batch.
-
-    Raises:
-        ValueError: clips of different shapes, naming their segments.
-    """
-    try:
-        batch = {"frames": stack_arrays([c["frames"] for c in clips], pin),
-                 "motion": stack_arrays([c["motion"] for c in clips], pin)}
-        if "flow" in clips[0]:
-            batch["flow"] = stack_arrays([c["flow"] for c in clips], pin)
-    except ValueError as err:
-        ids = [c["segment_id"] for c in clips]
-        raise ValueError(f"clips {ids} differ in shape (shards built with different "
-                         f"sizes? set data.motion_size): {err}") from err
-    for key in label_keys:
-        batch[key] = torch.tensor([c[key] for c in clips], dtype=torch.int64)
-    batch["segment_id"] = [c["segment_id"] for c in clips]
-    batch["is_repeat"] = torch.tensor(repeat, dtype=torch.bool)
-    return batch
 
 
 _STATS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}

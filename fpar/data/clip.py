@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import cv2
+import numpy as np
 
 from fpar.data.config import DataConfig
 from fpar.data.sampling import rng_for, temporal_indices
@@ -56,7 +57,8 @@ def reduction(short_side: int, smallest_fraction: float, crop_size: int) -> int:
     return factor
 
 
-def make_clip(raw: dict[str, Any], cfg: DataConfig, *, train: bool, seed: int, epoch: int) -> dict:
+def make_clip(raw: dict[str, Any], cfg: DataConfig, *, train: bool, seed: int, epoch: int,
+              frames_out: Any = None) -> dict:
     """Decodes, samples and augments one raw sample.
 
     Args:
@@ -66,6 +68,8 @@ def make_clip(raw: dict[str, Any], cfg: DataConfig, *, train: bool, seed: int, e
         train: Random frames/crop/flip (True) or centre frames and centre crop (False).
         seed: Run seed; with ``epoch`` and the sample key it fixes every random draw.
         epoch: Epoch number.
+        frames_out: Optional uint8 (T, S, S, 3) array the frames are cropped into (a
+            clip's rows of a batch buffer: no copy when batching).
 
     Returns:
         One clip of the loader batch (:mod:`fpar.data.batch`): ``frames`` uint8
@@ -78,7 +82,7 @@ def make_clip(raw: dict[str, Any], cfg: DataConfig, *, train: bool, seed: int, e
     """
     key = str(raw.get("__key__", "?"))
     try:
-        return _make_clip(raw, cfg, train, seed, epoch, key)
+        return _make_clip(raw, cfg, train, seed, epoch, key, frames_out)
     except SchemaError as err:  # decode_sample's message names the sample already
         raise UndecodableSample(str(err)) from err
     except UndecodableSample as err:
@@ -87,7 +91,8 @@ def make_clip(raw: dict[str, Any], cfg: DataConfig, *, train: bool, seed: int, e
         raise UndecodableSample(f"sample {key}: {type(err).__name__}: {err}") from err
 
 
-def _make_clip(raw: dict, cfg: DataConfig, train: bool, seed: int, epoch: int, key: str) -> dict:
+def _make_clip(raw: dict, cfg: DataConfig, train: bool, seed: int, epoch: int, key: str,
+               frames_out: Any) -> dict:
     meta = json.loads(bytes(raw[META_EXT]).decode("utf-8"))
     height, width = (int(v) for v in meta["frame_size"])
     count = int(meta["num_frames"])
@@ -100,14 +105,15 @@ def _make_clip(raw: dict, cfg: DataConfig, train: bool, seed: int, epoch: int, k
         box = centre_box(width, height, cfg.test_crop_fraction)
         smallest = cfg.test_crop_fraction
     factor = reduction(min(height, width), smallest, cfg.crop_size) if cfg.reduced_decode else 1
-    # Frames stay BGR as decoded and unstacked: the crop reads them in place and turns
-    # its (smaller) output to RGB.
+    # Frames are decoded one at a time as the crop reads them: one frame in cache at once.
     sample = decode_sample({**raw, META_EXT: meta}, picks, reduction=factor,
-                           flow=cfg.use_flow, stacked=False, bgr=True)
+                           flow=cfg.use_flow, stacked=False)
+    if frames_out is None:
+        frames_out = np.empty((len(picks), cfg.crop_size, cfg.crop_size, 3), dtype=np.uint8)
 
     map_h, map_w = sample["motion"].shape[1:]
     side = map_size(cfg.motion_size, cfg.crop_size, min(height, width), min(map_h, map_w))
-    clip = {"frames": crop_frames(sample["frames"], box, cfg.crop_size, bgr=True),
+    clip = {"frames": crop_frames(sample["frames"], box, cfg.crop_size, out=frames_out),
             "motion": crop_maps(sample["motion"], box, side)}
     if cfg.use_flow:
         if "flow" not in sample:

@@ -14,6 +14,7 @@ reason, and the caller counts them as a shortfall.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import tarfile
 from collections import OrderedDict
@@ -75,7 +76,9 @@ class SampleReader:
     """Random access to a shard folder's samples by their folder index.
 
     Each tar's member headers are scanned once (seeking over the data), giving every
-    sample's member offsets; a sample is then read with one seek per member. A tar that
+    sample's member offsets. Tars are memory-mapped: a sample's members are views of the
+    page cache, so reading copies nothing and a decoder touches only the bytes it decodes
+    (the few picked frames of a frame pack, not all of them). A tar that
     holds fewer samples than its manifest promises (garbage mid-tar, truncation), or a
     sample that lacks a required member or whose data the file cuts short, gives a
     ``RawInput`` without sample, with the reason.
@@ -83,29 +86,34 @@ class SampleReader:
     Args:
         shards: The folder's shards in its order (:func:`fpar.data.plan.shard_entries`).
         required: Members a sample must have (a tuple of names: any one of them).
-        open_files: Tar files kept open at once.
+        open_files: Tar files kept mapped at once (a dropped map lives on while a sample
+            still views it).
+        index: The shards' scanned headers (:meth:`index`) of an earlier reader of the
+            same shards: a pass then starts without scanning again.
     """
 
     def __init__(self, shards: Sequence[ShardEntry], required: Sequence[str | tuple[str, ...]],
-                 open_files: int = 16):
+                 open_files: int = 16, index: dict[int, tuple[list, str | None]] | None = None):
         self.shards = list(shards)
         self.required = tuple(required)
         self.open_files = open_files
         self._starts = np.cumsum([0] + [s.samples for s in self.shards])
-        self._index: dict[int, tuple[list, str | None]] = {}
-        self._files: OrderedDict[int, BinaryIO] = OrderedDict()
+        self._index: dict[int, tuple[list, str | None]] = dict(index or {})
+        self._files: OrderedDict[int, mmap.mmap] = OrderedDict()
 
     def __len__(self) -> int:
         return int(self._starts[-1])
 
-    def _file(self, number: int) -> BinaryIO:
-        fh = self._files.pop(number, None)
-        if fh is None:
-            fh = open(self.shards[number].path, "rb")
+    def _file(self, number: int) -> mmap.mmap:
+        mapped = self._files.pop(number, None)
+        if mapped is None:
+            with open(self.shards[number].path, "rb") as fh:
+                mapped = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
             while len(self._files) >= self.open_files:
-                self._files.popitem(last=False)[1].close()
-        self._files[number] = fh
-        return fh
+                # Not closed: samples may still view it; it is unmapped when they are gone.
+                self._files.popitem(last=False)
+        self._files[number] = mapped
+        return mapped
 
     def _scan(self, number: int) -> tuple[list, str | None]:
         """``([(key, {ext: (offset, size)})...], problem)`` of one shard, cached."""
@@ -137,6 +145,12 @@ class SampleReader:
         self._index[number] = (samples, problem)
         return samples, problem
 
+    def index(self) -> dict[int, tuple[list, str | None]]:
+        """Every shard's scanned member offsets (scanning those not yet scanned)."""
+        for number in range(len(self.shards)):
+            self._scan(number)
+        return dict(self._index)
+
     def key(self, index: int) -> str | None:
         """The sample key at folder index ``index`` (None when the tar lacks it)."""
         number, k = self._locate(index)
@@ -161,19 +175,17 @@ class SampleReader:
                    if all(members.get(name) is None for name in ((m,) if isinstance(m, str) else m))]
         if lacking:
             return RawInput(index, None, f"{shard.name}: sample {key} lacks {lacking}")
-        fh = self._file(number)
+        mapped = self._file(number)
         sample = {"__key__": key, "__url__": shard.path}
         for ext, where in members.items():
             if where is None:
                 continue
-            fh.seek(where[0])
-            data = fh.read(where[1])
-            if len(data) != where[1]:
+            offset, size = where
+            if offset + size > len(mapped):
                 return RawInput(index, None, f"{shard.name}: sample {key}: {ext} cut short")
-            sample[ext] = data
+            sample[ext] = memoryview(mapped)[offset : offset + size]
         return RawInput(index, sample)
 
     def close(self) -> None:
-        for fh in self._files.values():
-            fh.close()
+        """Drops the maps (each is unmapped once no sample views it)."""
         self._files.clear()

@@ -20,9 +20,11 @@ How the work is split:
 * Evaluation. The folder's order, split into contiguous ranges, no padding: each
   segment is produced by exactly one rank; skipped segments are reported, never
   duplicated.
-* Workers. Loader worker ``k`` decodes the positions ``p % K == k`` (see
-  :mod:`fpar.data.worker`), so the batches do not depend on the worker count, and a
-  resumed epoch (``start_step``) reads nothing before its position.
+* Batches. A batch is a window of consecutive positions, its clips cropped straight into
+  the batch's buffers (:mod:`fpar.data.assemble`). Loader worker ``k`` of ``K`` assembles
+  the windows ``w % K == k`` in shared memory (:mod:`fpar.data.worker`), so the batches
+  do not depend on the worker count, and a resumed epoch (``start_step``) reads nothing
+  before its window.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from fpar.data.accounting import DataShortfallError, PassReport, fill_batches
-from fpar.data.batch import collate
+from fpar.data.assemble import BatchParts, local_allocator, loader_batch
+from fpar.data.clip import required_members
 from fpar.data.config import DataConfig
 from fpar.data.plan import RankPlan, rank_plan, shard_entries, split_range, steps_per_epoch
-from fpar.data.worker import OK, PassDataset, init_worker, pass_through, worker_context
+from fpar.data.reader import SampleReader
+from fpar.data.worker import PassBatches, emit_batches, init_worker, pass_through, worker_context
 from shards.schema import read_manifest
 
 __all__ = ["ShardStream", "DataShortfallError", "clip_throughput"]
@@ -84,6 +88,7 @@ class ShardStream:
         batch = cfg.batch_size if train else cfg.eval_batch_size
         self.steps_per_epoch = steps_per_epoch(self.num_samples, batch * world_size)
         self._report: PassReport | None = None
+        self._index: dict | None = None
 
     @property
     def num_rank_samples(self) -> int:
@@ -96,29 +101,33 @@ class ShardStream:
         return rank_plan(self.num_samples, train=train, seed=self.seed, epoch=epoch if train else 0,
                          rank=self.rank, world_size=self.world_size, batch_size=self.cfg.batch_size)
 
-    def _items(self, plan: RankPlan, epoch: int, start: int, train: bool) -> Iterator[dict]:
-        """Items of positions ``start..plan.total-1`` in position order."""
-        dataset = PassDataset(plan, self.shards, self.cfg, train=train, seed=self.seed, epoch=epoch, start=start)
+    def _windows(self, plan: RankPlan, epoch: int, size: int, start: int, train: bool) -> Iterator[BatchParts]:
+        """The assembled windows ``start ..`` of a pass, in order."""
+        if self._index is None:  # the tars' headers, scanned once for every pass and worker
+            self._index = SampleReader(self.shards, required_members(self.cfg.use_flow)).index()
+        common = dict(train=train, seed=self.seed, epoch=epoch, size=size, start=start, index=self._index)
         if self.cfg.workers == 0:
-            source = iter(dataset)
-        else:
-            # The loader's own generator: DataLoader otherwise draws its workers' base seed
-            # from the global torch generator at every pass, which a resumed run would not
-            # replay (its dropout masks would then differ from the uninterrupted run's).
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            source = iter(DataLoader(dataset, batch_size=None, num_workers=self.cfg.workers,
-                                     worker_init_fn=init_worker, pin_memory=False,
-                                     prefetch_factor=self.cfg.prefetch_factor,
-                                     multiprocessing_context=worker_context(), generator=generator,
-                                     collate_fn=pass_through))
-        pending: dict[int, dict] = {}
-        want = start
-        for item in source:
-            pending[item["pos"]] = item
+            yield from emit_batches(plan, self.shards, self.cfg, worker=0, num_workers=1,
+                                    allocate=local_allocator(self.pin_memory), **common)
+            return
+        dataset = PassBatches(plan, self.shards, self.cfg, **common)
+        # The loader's own generator: DataLoader otherwise draws its workers' base seed
+        # from the global torch generator at every pass, which a resumed run would not
+        # replay (its dropout masks would then differ from the uninterrupted run's).
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        source = DataLoader(dataset, batch_size=None, num_workers=self.cfg.workers,
+                            worker_init_fn=init_worker, pin_memory=self.pin_memory,
+                            prefetch_factor=self.cfg.prefetch_factor,
+                            multiprocessing_context=worker_context(), generator=generator,
+                            collate_fn=pass_through)
+        pending: dict[int, BatchParts] = {}
+        want = start * size
+        for parts in source:
+            pending[parts.first] = parts
             while want in pending:
                 yield pending.pop(want)
-                want += 1
-        if want != plan.total:
+                want += size
+        if want < plan.total:
             raise RuntimeError(f"rank {self.rank}: pass ended at position {want} of {plan.total}")
 
     def epoch_batches(self, epoch: int, start_step: int = 0) -> Iterator[dict]:
@@ -137,32 +146,33 @@ class ShardStream:
         size = self.cfg.batch_size
         report = PassReport(max(0, plan.n_rank - start_step * size), self.cfg.max_shortfall)
         self._report = report
-        groups = _groups(self._items(plan, epoch, start_step * size, train=True), size, report)
-        for clips, repeat in fill_batches(groups, self.rank):
-            report.repeats += sum(repeat)
-            yield collate(clips, repeat, self.cfg.label_keys, self.pin_memory)
+        for parts in fill_batches(self._recorded(plan, epoch, size, start_step, True, report), self.rank):
+            report.repeats += sum(parts.repeat)
+            yield loader_batch(parts)
         report.finish()
 
     def eval_batches(self) -> Iterator[dict]:
         """Evaluation batches: this rank's share of the segments, each exactly once.
 
-        Batches hold ``eval_batch_size`` clips (the last one fewer); skipped
-        (undecodable or missing) segments are reported in :meth:`epoch_report`.
+        Batches hold up to ``eval_batch_size`` clips: the last one, and any with skipped
+        (undecodable or missing) segments, fewer; skipped segments are reported in
+        :meth:`epoch_report`.
         """
         plan = self.plan(0, train=False)
         report = PassReport(plan.n_rank, self.cfg.max_shortfall)
         self._report = report
-        clips: list[dict] = []
-        for item in self._items(plan, 0, 0, train=False):
-            report.record(item)
-            if item["status"] == OK:
-                clips.append(item["clip"])
-            if len(clips) == self.cfg.eval_batch_size:
-                yield collate(clips, [False] * len(clips), self.cfg.label_keys, self.pin_memory)
-                clips = []
-        if clips:
-            yield collate(clips, [False] * len(clips), self.cfg.label_keys, self.pin_memory)
+        for parts in self._recorded(plan, 0, self.cfg.eval_batch_size, 0, False, report):
+            if parts.good:
+                yield loader_batch(parts, parts.good)
         report.finish()
+
+    def _recorded(self, plan: RankPlan, epoch: int, size: int, start: int, train: bool,
+                  report: PassReport) -> Iterator[BatchParts]:
+        """The windows of a pass, each position counted in ``report`` as it arrives."""
+        for parts in self._windows(plan, epoch, size, start, train):
+            for item in parts.items:
+                report.record(item)
+            yield parts
 
     def epoch_report(self) -> dict:
         """Counts of the last (or current) pass: expected, seen, skipped_undecodable,
@@ -170,19 +180,6 @@ class ShardStream:
         if self._report is None:
             return PassReport(0, self.cfg.max_shortfall).as_dict()
         return self._report.as_dict()
-
-
-def _groups(items: Iterator[dict], size: int, report: PassReport) -> Iterator[list[dict]]:
-    """Counts each item and cuts the position-ordered items into batches of ``size``."""
-    group: list[dict] = []
-    for item in items:
-        report.record(item)
-        group.append(item)
-        if len(group) == size:
-            yield group
-            group = []
-    if group:
-        raise RuntimeError(f"a training pass ended with a partial batch of {len(group)}")
 
 
 def clip_throughput(shard_dir: str | Path, cfg: DataConfig, seconds: float = 20.0,

@@ -15,7 +15,7 @@ corners or the centre, resized to ``crop_size``; then a horizontal flip with pro
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -106,14 +106,10 @@ def warp_stack(stack: np.ndarray, box: CropBox, out_size: int,
         The cropped array (``out`` when given).
     """
     h, w = stack.shape[:2]
-    edges = np.array([box.x0 * w, box.y0 * h, (box.x0 + box.w) * w, (box.y0 + box.h) * h])
-    whole = np.abs(edges - np.round(edges)).max() < 1e-6
-    # Shrinking a lot with bilinear sampling aliases; area interpolation is no affine
-    # warp, so such a region is resized from the nearest whole-pixel box instead.
-    shrink = min(out_size / (box.w * w), out_size / (box.h * h)) < 0.5
-    if whole or shrink:
-        x0, y0, x1, y1 = (int(v) for v in np.round(edges))
-        region = stack[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]
+    region_box = pixel_region(box, w, h, out_size)
+    if region_box is not None:
+        x0, y0, x1, y1, shrink = region_box
+        region = stack[y0:y1, x0:x1]
         if region.ndim == 2:
             region = region[:, :, None]
         if shrink:
@@ -138,6 +134,25 @@ def warp_stack(stack: np.ndarray, box: CropBox, out_size: int,
     return out
 
 
+def pixel_region(box: CropBox, width: int, height: int,
+                 out_size: int) -> tuple[int, int, int, int, bool] | None:
+    """``(x0, y0, x1, y1, shrink)`` when ``box`` is resized from a pixel region of a
+    ``width`` x ``height`` array, None when it needs the affine warp.
+
+    That is when the box falls on whole pixels, or when it shrinks the array by more than
+    half: bilinear sampling would alias, and area interpolation (no affine warp) is taken
+    from the nearest whole-pixel box instead.
+    """
+    edges = (box.x0 * width, box.y0 * height, (box.x0 + box.w) * width, (box.y0 + box.h) * height)
+    rounded = [round(v) for v in edges]
+    whole = max(abs(v - r) for v, r in zip(edges, rounded)) < 1e-6
+    shrink = min(out_size / (box.w * width), out_size / (box.h * height)) < 0.5
+    if not (whole or shrink):
+        return None
+    x0, y0, x1, y1 = rounded
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1), shrink
+
+
 def _resize(region: np.ndarray, out_size: int, interpolation: int,
             out: np.ndarray | None = None) -> np.ndarray:
     if region.shape[:2] == (out_size, out_size):
@@ -146,25 +161,38 @@ def _resize(region: np.ndarray, out_size: int, interpolation: int,
     return result[:, :, None] if result.ndim == 2 else result
 
 
-def crop_frames(frames: Sequence[np.ndarray] | np.ndarray, box: CropBox, size: int,
-                bgr: bool = False) -> np.ndarray:
-    """Applies ``box`` to each (H, W, 3) uint8 frame; returns contiguous (N, size, size, 3)
-    uint8 RGB (``bgr``: the frames are BGR, as OpenCV decodes them).
+def crop_frames(frames: Iterable[np.ndarray] | np.ndarray, box: CropBox, size: int,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """Applies ``box`` to each (H, W, 3) uint8 frame; returns contiguous (N, size, size, 3).
 
-    Each frame is cropped by :func:`warp_stack` straight into the output; mirroring and
-    the channel order are done there by OpenCV on the crop, which is smaller than the
-    frame, and the result has no negative strides (copying a reversed view is slow).
+    Each frame is cropped straight into the output (``out``, e.g. a clip's rows of a batch
+    buffer, or a new array); mirroring is done by OpenCV on the crop, which is smaller
+    than the frame, so the result has no negative strides (copying a reversed view is
+    slow). ``frames`` may be an iterator decoding them one by one (then ``out`` is needed
+    for N).
     """
     upright = replace(box, flip=False)
-    out = np.empty((len(frames), size, size, 3), dtype=np.uint8)
+    shape = (len(out) if out is not None else len(frames), size, size, 3)
+    if out is None:
+        out = np.empty(shape, dtype=np.uint8)
+    elif out.shape != shape or out.dtype != np.uint8:
+        raise ValueError(f"crop output is {out.dtype} {out.shape}, expected uint8 {shape}")
     scratch = np.empty((size, size, 3), dtype=np.uint8) if box.flip else None
+    shape_of, i = None, -1
     for i, frame in enumerate(frames):
-        if scratch is None:
-            warp_stack(frame, upright, size, out=out[i])
+        if frame.shape[:2] != shape_of:  # the region is found once for same-sized frames
+            shape_of = frame.shape[:2]
+            region = pixel_region(upright, shape_of[1], shape_of[0], size)
+        target = out[i] if scratch is None else scratch
+        if region is not None and not region[4] and (region[2] - region[0], region[3] - region[1]) != (size, size):
+            x0, y0, x1, y1, _ = region
+            cv2.resize(frame[y0:y1, x0:x1], (size, size), dst=target, interpolation=cv2.INTER_LINEAR)
         else:
-            cv2.flip(warp_stack(frame, upright, size, out=scratch), 1, dst=out[i])
-        if bgr:
-            cv2.cvtColor(out[i], cv2.COLOR_BGR2RGB, dst=out[i])
+            warp_stack(frame, upright, size, out=target)
+        if scratch is not None:
+            cv2.flip(scratch, 1, dst=out[i])
+    if i + 1 != shape[0]:
+        raise ValueError(f"{i + 1} frames for a crop output of {shape[0]}")
     return out
 
 

@@ -1,8 +1,10 @@
-"""What one loader worker does in a pass: read and decode the positions it owns, in order.
+"""What one loader worker does in a pass: assemble the batches it owns, in order.
 
-Worker ``k`` of ``K`` owns the positions ``p`` with ``p % K == k`` and reads just their
-samples, by index. That keeps the batches independent of the number of workers: a run
-resumed on a machine with another worker count sees exactly the same batches.
+Batch window ``w`` of a pass (positions ``w * B .. w * B + B - 1``) is assembled by worker
+``w % K`` of ``K``, which reads just its samples, by index, and crops them into one
+shared-memory buffer per batch: the batches do not depend on the number of workers (a
+run resumed on a machine with another worker count sees exactly the same ones), and the
+training process receives each batch as a handle instead of unpickling its pixels.
 """
 
 from __future__ import annotations
@@ -15,72 +17,52 @@ import cv2
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from fpar.data.clip import UndecodableSample, make_clip, required_members
+from fpar.data.assemble import Allocate, BatchParts, assemble, shared_allocator
+from fpar.data.clip import required_members
 from fpar.data.config import DataConfig
 from fpar.data.plan import RankPlan, ShardEntry
 from fpar.data.reader import SampleReader
 
-OK, MISSING, UNDECODABLE = "ok", "missing", "undecodable"
 
-
-def emit_positions(
-    plan: RankPlan,
-    shards: Sequence[ShardEntry],
-    cfg: DataConfig,
-    *,
-    train: bool,
-    seed: int,
-    epoch: int,
-    start: int,
-    worker: int,
-    num_workers: int,
-) -> Iterator[dict]:
-    """Yields one item per position ``p >= start`` owned by ``worker``, in position order.
-
-    Each item is ``{"pos", "status", "repeat", "clip" | "problem"}``: ``status`` is "ok"
-    with the decoded clip, "missing" (the tar did not deliver the sample) or "undecodable"
-    (it did, but decoding failed), with ``problem`` saying why.
-    """
-    reader = SampleReader(shards, required_members(cfg.use_flow))
+def emit_batches(plan: RankPlan, shards: Sequence[ShardEntry], cfg: DataConfig, *, train: bool,
+                 seed: int, epoch: int, size: int, start: int, worker: int, num_workers: int,
+                 allocate: Allocate, index: dict | None = None) -> Iterator[BatchParts]:
+    """Assembles the windows ``w >= start`` with ``w % num_workers == worker``, in order
+    (``index``: the shards' scanned headers, :meth:`SampleReader.index`)."""
+    reader = SampleReader(shards, required_members(cfg.use_flow), index=index)
+    windows = -(-plan.total // size)
     first = start + (worker - start) % num_workers
     try:
-        for pos in range(first, plan.total, num_workers):
-            index, repeat = plan.source(pos)
-            raw = reader.read(index)
-            if raw.sample is None:
-                yield {"pos": pos, "status": MISSING, "repeat": repeat, "problem": raw.problem}
-                continue
-            try:
-                clip = make_clip(raw.sample, cfg, train=train, seed=seed, epoch=epoch)
-            except UndecodableSample as err:
-                yield {"pos": pos, "status": UNDECODABLE, "repeat": repeat, "problem": str(err)}
-                continue
-            yield {"pos": pos, "status": OK, "repeat": repeat, "clip": clip}
+        for window in range(first, windows, num_workers):
+            yield assemble(reader, plan, window * size, size, cfg, train=train, seed=seed,
+                           epoch=epoch, allocate=allocate)
     finally:
         reader.close()
 
 
-class PassDataset(IterableDataset):
-    """The positions of one pass as a torch IterableDataset (one share per worker)."""
+class PassBatches(IterableDataset):
+    """The batch windows of one pass as a torch IterableDataset (one share per worker)."""
 
     def __init__(self, plan: RankPlan, shards: Sequence[ShardEntry], cfg: DataConfig, *,
-                 train: bool, seed: int, epoch: int, start: int):
+                 train: bool, seed: int, epoch: int, size: int, start: int, index: dict | None):
         super().__init__()
         self.plan, self.shards, self.cfg, self.train = plan, list(shards), cfg, train
-        self.seed, self.epoch, self.start = seed, epoch, start
+        self.seed, self.epoch, self.size, self.start, self.index = seed, epoch, size, start, index
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[BatchParts]:
         info = get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        return emit_positions(self.plan, self.shards, self.cfg, train=self.train, seed=self.seed,
-                              epoch=self.epoch, start=self.start, worker=worker,
-                              num_workers=num_workers)
+        if info is None:
+            raise RuntimeError("PassBatches is read by loader workers; without workers the "
+                               "stream assembles batches itself")
+        return emit_batches(self.plan, self.shards, self.cfg, train=self.train, seed=self.seed,
+                            epoch=self.epoch, size=self.size, start=self.start, worker=info.id,
+                            num_workers=info.num_workers, allocate=shared_allocator,
+                            index=self.index)
 
 
-def pass_through(item: dict) -> dict:
-    """The loader's per-item conversion: none (clips stay numpy, views included, until the
-    batch is stacked once)."""
-    return item
+def pass_through(parts: BatchParts) -> BatchParts:
+    """The loader's per-item conversion: none (a worker's item is a whole batch already)."""
+    return parts
 
 
 def init_worker(_worker_id: int) -> None:

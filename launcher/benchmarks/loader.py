@@ -9,7 +9,8 @@ normalisation runs on the model's device, :mod:`fpar.data.batch`):
 * ``shards_96``: the demo's input, 96 px crops from shards stored at its 112 px (with
   ``--shards``: from those shards);
 * ``shards_1_worker`` / ``shards_2_workers``: the same with 1 and 2 loader worker
-  processes (the main process stacks the batches);
+  processes, each assembling whole batches in shared memory (the training process only
+  receives them);
 * ``decord``: the same segments decoded from their MP4 files on the fly;
 * ``jpeg_files``: the same stored frames as one JPEG file per frame (Ego-RNN layout),
   read from the page cache;

@@ -125,12 +125,12 @@ def _read(path: Path, flags: int) -> np.ndarray:
 
 def _file_clip(seg: Segment, cfg: DataConfig, seed: int, epoch: int) -> dict:
     picks, box = _draw(seg, len(seg.jpegs), cfg, seed, epoch)
-    frames = [_read(seg.folder / f"{p + 1:05d}.jpg", cv2.IMREAD_COLOR) for p in picks]
+    frames = [_read(seg.folder / f"{p + 1:05d}.jpg", cv2.IMREAD_COLOR_RGB) for p in picks]
     maps = np.stack([_read(seg.folder / f"map_{p + 1:05d}.png", cv2.IMREAD_GRAYSCALE)
                      for p in picks])
     height, width = seg.frame_size
     side = map_size(cfg.motion_size, cfg.crop_size, min(height, width), min(maps.shape[1:]))
-    return {"frames": crop_frames(frames, box, cfg.crop_size, bgr=True),
+    return {"frames": crop_frames(frames, box, cfg.crop_size),
             "motion": crop_maps(maps, box, side)}
 
 
@@ -175,7 +175,7 @@ def decode_bound_rate(segments: list[Segment], cfg: DataConfig, seconds: float,
     while True:
         for blobs in clip_bytes:
             for blob in blobs:
-                cv2.imdecode(blob, cv2.IMREAD_COLOR)
+                cv2.imdecode(blob, cv2.IMREAD_COLOR_RGB)
             clips += 1
         if time.perf_counter() - started >= seconds:
             return clips / (time.perf_counter() - started)
