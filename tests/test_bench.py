@@ -122,7 +122,7 @@ def test_loader_reports_rates_ratios_and_goals(tmp_path):
                    "--short-side", "72", "--crop", "32", "--frames", "3", "--batch-size", "4",
                    "--seconds", "0.4", "--rounds", "1", "--workers", "1")
     rates = result["clips_per_s"]
-    assert set(rates) == {"shards", "shards_96", "shards_1_worker", "shards_2_workers", "decord",
+    assert set(rates) == {"shards", "shards_64", "shards_1_worker", "shards_2_workers", "decord",
                           "jpeg_files", "decode_bound"}
     assert all(positive(v) for v in rates.values())
     assert result["ratios"]["two_workers_vs_one"] == pytest.approx(
@@ -130,7 +130,7 @@ def test_loader_reports_rates_ratios_and_goals(tmp_path):
     assert result["clips_per_s_per_worker"] == pytest.approx(
         {"1": rates["shards_1_worker"], "2": rates["shards_2_workers"] / 2})
     assert result["cores_per_1000_clips_per_s"] == pytest.approx(
-        {"3x32": 1000 / rates["shards"], "3x96": 1000 / rates["shards_96"]})
+        {"3x32": 1000 / rates["shards"], "3x64": 1000 / rates["shards_64"]})
     assert result["fraction_of_decode_bound"] == result["ratios"]["shards_vs_decode_bound"]
     for name in ("decord", "jpeg_files", "decode_bound"):
         ratio = result["ratios"][f"shards_vs_{name}"]

@@ -6,7 +6,7 @@ normalisation runs on the model's device, :mod:`fpar.data.batch`):
 
 * ``shards``: :func:`fpar.data.clip_throughput` over the shard folder (tar reading by
   index, JPEG decoding, crop, motion maps, batching), in this process;
-* ``shards_96``: the demo's input, 96 px crops from shards stored at its 112 px (with
+* ``shards_64``: the demo's input, 64 px crops from shards stored at its 112 px (with
   ``--shards``: from those shards);
 * ``shards_1_worker`` / ``shards_2_workers``: the same with 1 and 2 loader worker
   processes, each assembling whole batches in shared memory (the training process only
@@ -38,8 +38,8 @@ DESCRIPTION = ("training clips/s of one loader process: shards vs decord on the 
 
 GOALS = {"shards_vs_decord": 5.0, "shards_vs_jpeg_files": 1.0, "shards_vs_decode_bound": 0.7,
          "two_workers_vs_one": 1.7}
-# The demo's input (launcher/demo.py, default scale): 7 x 96 px from 14 frames stored at 112 px.
-DEMO_CROP, DEMO_SHORT_SIDE, DEMO_STORED_FRAMES = 96, 112, 14
+# The demo's input (launcher/demo.py, default scale): 7 x 64 px from 14 frames stored at 112 px.
+DEMO_CROP, DEMO_SHORT_SIDE, DEMO_STORED_FRAMES = 64, 112, 14
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
