@@ -51,7 +51,7 @@ SCALES: dict[str, DemoScale] = {
     "tiny": DemoScale(participants=3, segments=30, width=128, height=72, fps=(15.0, 25.0),
                       stored_frames=6, short_side=72, num_frames=3, crop=64,
                       convlstm_hidden=16, batch_size=4, epochs=1),
-    # About ten minutes on two CPU cores. 64 px crops buy twice the steps of 96 px in the
+    # About eleven minutes on two CPU cores. 64 px crops buy twice the steps of 96 px in the
     # same time, which the models need more than the pixels (verbs and nouns both rise).
     "default": DemoScale(participants=6, segments=600, width=228, height=128, fps=29.97,
                          stored_frames=14, short_side=112, num_frames=7, crop=64,
@@ -218,7 +218,7 @@ def register(subparsers) -> None:
         "the baseline -> metrics, submission, report",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=sorted(SCALES), default="default",
-                        help="tiny: seconds (tests); default: ~10 min on 2 CPU cores; "
+                        help="tiny: seconds (tests); default: ~11 min on 2 CPU cores; "
                         "large: a real comparison on a bigger machine")
     parser.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data, model and order")
