@@ -178,19 +178,12 @@ def crop_frames(frames: Iterable[np.ndarray] | np.ndarray, box: CropBox, size: i
     elif out.shape != shape or out.dtype != np.uint8:
         raise ValueError(f"crop output is {out.dtype} {out.shape}, expected uint8 {shape}")
     scratch = np.empty((size, size, 3), dtype=np.uint8) if box.flip else None
-    shape_of, i = None, -1
+    i = -1
     for i, frame in enumerate(frames):
-        if frame.shape[:2] != shape_of:  # the region is found once for same-sized frames
-            shape_of = frame.shape[:2]
-            region = pixel_region(upright, shape_of[1], shape_of[0], size)
-        target = out[i] if scratch is None else scratch
-        if region is not None and not region[4] and (region[2] - region[0], region[3] - region[1]) != (size, size):
-            x0, y0, x1, y1, _ = region
-            cv2.resize(frame[y0:y1, x0:x1], (size, size), dst=target, interpolation=cv2.INTER_LINEAR)
+        if scratch is None:
+            warp_stack(frame, upright, size, out=out[i])
         else:
-            warp_stack(frame, upright, size, out=target)
-        if scratch is not None:
-            cv2.flip(scratch, 1, dst=out[i])
+            cv2.flip(warp_stack(frame, upright, size, out=scratch), 1, dst=out[i])
     if i + 1 != shape[0]:
         raise ValueError(f"{i + 1} frames for a crop output of {shape[0]}")
     return out
