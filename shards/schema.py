@@ -290,13 +290,18 @@ def _decode_maps(raw: dict[str, Any], meta: dict, count: int, picks: list[int]) 
     packed = unpack_images(raw[MOTION_EXT])
     if len(packed) != count:
         raise SchemaError(f"motion pack holds {len(packed)} maps, the record says {count}")
-    maps = {}
-    for p in set(picks):
+    maps = np.empty((len(picks), map_h, map_w), dtype=np.uint8)
+    last = None
+    for i, p in enumerate(picks):
+        if p == last:  # repeated picks (fewer stored maps than N) are adjacent
+            maps[i] = maps[i - 1]
+            continue
         data = zlib.decompress(packed[p])
         if len(data) != map_h * map_w:
             raise SchemaError(f"motion map {p} holds {len(data)} bytes, not {map_h}x{map_w}")
-        maps[p] = np.frombuffer(data, np.uint8).reshape(map_h, map_w)
-    return np.stack([maps[p] for p in picks])
+        maps[i] = np.frombuffer(data, np.uint8).reshape(map_h, map_w)
+        last = p
+    return maps
 
 
 def changes_since(version: Any) -> str:

@@ -124,5 +124,6 @@ def _make_clip(raw: dict, cfg: DataConfig, train: bool, seed: int, epoch: int, k
             value = int(meta.get(field, -1))
             # A mirrored clip shows the mirrored action (move-left becomes move-right).
             clip[label] = cfg.mirrored(label, value) if box.flip and value >= 0 else value
-    clip["segment_id"] = str(meta.get("segment_id", segment_id_from_key(key)))
+    segment_id = meta.get("segment_id")
+    clip["segment_id"] = str(segment_id) if segment_id is not None else segment_id_from_key(key)
     return clip

@@ -8,6 +8,7 @@ it or when, and a resumed run draws exactly what the interrupted one drew.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 
@@ -58,12 +59,13 @@ def temporal_indices(
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     chunk = num_stored / num_frames
-    starts = np.arange(num_frames) * chunk
     if train:
         if rng is None:
             raise ValueError("training-time sampling needs a random generator")
-        offsets = rng.random(num_frames) * chunk
+        offsets = (rng.random(num_frames) * chunk).tolist()
     else:
-        offsets = np.full(num_frames, chunk / 2.0)
-    idx = np.floor(starts + offsets).astype(np.int64)
-    return np.clip(idx, 0, num_stored - 1)
+        offsets = [chunk / 2.0] * num_frames
+    # Python floats: the same IEEE arithmetic as numpy's, without its per-call overhead.
+    last = num_stored - 1
+    return np.array([min(max(math.floor(i * chunk + offset), 0), last)
+                     for i, offset in enumerate(offsets)], dtype=np.int64)

@@ -166,33 +166,57 @@ def crop_frames(frames: Iterable[np.ndarray] | np.ndarray, box: CropBox, size: i
     """Applies ``box`` to each (H, W, 3) uint8 frame; returns contiguous (N, size, size, 3).
 
     Each frame is cropped straight into the output (``out``, e.g. a clip's rows of a batch
-    buffer, or a new array); mirroring is done by OpenCV on the crop, which is smaller
-    than the frame, so the result has no negative strides (copying a reversed view is
-    slow). ``frames`` may be an iterator decoding them one by one (then ``out`` is needed
-    for N).
+    buffer, or a new array). ``frames`` may be an iterator decoding them one by one (then
+    ``out`` is needed for N).
     """
-    upright = replace(box, flip=False)
     shape = (len(out) if out is not None else len(frames), size, size, 3)
     if out is None:
         out = np.empty(shape, dtype=np.uint8)
     elif out.shape != shape or out.dtype != np.uint8:
         raise ValueError(f"crop output is {out.dtype} {out.shape}, expected uint8 {shape}")
-    scratch = np.empty((size, size, 3), dtype=np.uint8) if box.flip else None
-    i = -1
-    for i, frame in enumerate(frames):
-        if scratch is None:
-            warp_stack(frame, upright, size, out=out[i])
-        else:
-            cv2.flip(warp_stack(frame, upright, size, out=scratch), 1, dst=out[i])
-    if i + 1 != shape[0]:
-        raise ValueError(f"{i + 1} frames for a crop output of {shape[0]}")
-    return out
+    return _crop_each(frames, box, size, out)
 
 
 def crop_maps(maps: np.ndarray, box: CropBox, size: int) -> np.ndarray:
     """Applies ``box`` to (N, h, w) maps at their own resolution; returns (N, size, size)."""
+    region = pixel_region(box, maps.shape[2], maps.shape[1], size)
+    if region is not None and not region[4]:
+        return _crop_each(maps, box, size, np.empty((len(maps), size, size), dtype=maps.dtype))
+    # One warp of all maps as channels: OpenCV's multi-channel warp rounds differently from
+    # its single-channel one, and this is the warp the maps have always had.
     stacked = np.ascontiguousarray(np.moveaxis(maps, 0, -1))
     return np.moveaxis(warp_stack(stacked, box, size), -1, 0)
+
+
+def _crop_each(images: Iterable[np.ndarray], box: CropBox, size: int, out: np.ndarray) -> np.ndarray:
+    """Crops each (H, W[, C]) image into its row of ``out`` and mirrors it there in place.
+
+    Images of one size share one pixel region, worked out once; mirroring the crop in
+    place leaves no negative strides (copying a reversed view is slow).
+    """
+    i, image_shape, region, upright = -1, None, None, None
+    for i, image in enumerate(images):
+        if image.shape != image_shape:
+            image_shape = image.shape
+            region = pixel_region(box, image.shape[1], image.shape[0], size)
+            if region is not None and region[4]:
+                region = None  # shrinking by more than half: warp_stack's area path
+        row = out[i]
+        if region is None:
+            upright = upright or replace(box, flip=False)
+            warp_stack(image, upright, size, out=row if row.ndim == 3 else row[:, :, None])
+        else:
+            x0, y0, x1, y1, _ = region
+            pixels = image[y0:y1, x0:x1]
+            if pixels.shape[:2] == (size, size):
+                np.copyto(row, pixels)
+            else:
+                cv2.resize(pixels, (size, size), dst=row, interpolation=cv2.INTER_LINEAR)
+        if box.flip:
+            cv2.flip(row, 1, dst=row)
+    if i + 1 != len(out):
+        raise ValueError(f"{i + 1} images for a crop output of {len(out)}")
+    return out
 
 
 def crop_flow(flow: np.ndarray, box: CropBox, size: int) -> np.ndarray:
