@@ -196,3 +196,6 @@ def test_accuracy_reports_each_system_on_seen_and_unseen(tiny_work):
     oracle = result["oracle_verb_top1"]
     assert set(oracle) == {"world", "screen", "majority"}
     assert 0.0 <= oracle["world"]["s1"] <= 100.0 and 0.0 <= oracle["majority"]["s2"] <= 100.0
+    # The majority rates come from the plan's labels, the oracle's from its own table.
+    assert result["majority_top1"]["verb"] == oracle["majority"]
+    assert set(result["majority_top1"]["noun"]) == {"s1", "s2"}
