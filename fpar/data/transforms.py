@@ -211,12 +211,19 @@ def _crop_each(images: Iterable[np.ndarray], box: CropBox, size: int, out: np.nd
             if pixels.shape[:2] == (size, size):
                 np.copyto(row, pixels)
             else:
-                cv2.resize(pixels, (size, size), dst=row, interpolation=cv2.INTER_LINEAR)
+                _into(row, cv2.resize(pixels, (size, size), dst=row, interpolation=cv2.INTER_LINEAR))
         if box.flip:
-            cv2.flip(row, 1, dst=row)
+            _into(row, cv2.flip(row, 1, dst=row))
     if i + 1 != len(out):
         raise ValueError(f"{i + 1} images for a crop output of {len(out)}")
     return out
+
+
+def _into(row: np.ndarray, result: np.ndarray) -> None:
+    """Makes sure an OpenCV result meant for ``row`` is in it (OpenCV allocates a new
+    array instead of writing into one it cannot use)."""
+    if result is not row and not np.shares_memory(result, row):
+        np.copyto(row, result.reshape(row.shape))
 
 
 def crop_flow(flow: np.ndarray, box: CropBox, size: int) -> np.ndarray:
