@@ -207,11 +207,7 @@ def _crop_each(images: Iterable[np.ndarray], box: CropBox, size: int, out: np.nd
             warp_stack(image, upright, size, out=row if row.ndim == 3 else row[:, :, None])
         else:
             x0, y0, x1, y1, _ = region
-            pixels = image[y0:y1, x0:x1]
-            if pixels.shape[:2] == (size, size):
-                np.copyto(row, pixels)
-            else:
-                _into(row, cv2.resize(pixels, (size, size), dst=row, interpolation=cv2.INTER_LINEAR))
+            _into(row, _resize(image[y0:y1, x0:x1], size, cv2.INTER_LINEAR, row))
         if box.flip:
             _into(row, cv2.flip(row, 1, dst=row))
     if i + 1 != len(out):

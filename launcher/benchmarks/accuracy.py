@@ -80,22 +80,10 @@ def verb_oracle(data: Path, scale) -> dict:
 
 def majority_rates(data: Path) -> dict:
     """Top-1 (%) on s1/s2 of always answering the most frequent training verb / noun."""
-    import numpy as np
+    from shards.synth.oracle import majority_rates as rates, plan_of
 
-    from shards.synth.oracle import plan_of
-
-    labels: dict[str, dict[str, list[int]]] = {}
-    for video in plan_of(data).videos:
-        rows = labels.setdefault(video.split, {"verb": [], "noun": []})
-        for seg in video.segments:
-            rows["verb"].append(seg.verb)
-            rows["noun"].append(seg.noun)
-    out = {}
-    for task in ("verb", "noun"):
-        counts = np.bincount(labels["train"][task])
-        out[task] = {split: round(100.0 * float(np.mean(np.array(labels[split][task]) == counts.argmax())), 1)
-                     for split in SPLITS if labels.get(split, {}).get(task)}
-    return out
+    return {task: {split: round(100.0 * v, 1) for split, v in by_split.items()}
+            for task, by_split in rates(plan_of(data)).items()}
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -112,10 +112,25 @@ def oracle_accuracy(plan: DatasetPlan, stored: int = 14, num_frames: int = 7) ->
         predict = fit_logistic(table["train"][space], table["train"]["verb"], classes)
         result[space] = {split: float((predict(table[split][space]) == table[split]["verb"]).mean())
                          for split in ("train", "s1", "s2") if len(table[split]["verb"])}
-    counts = np.bincount(table["train"]["verb"])
-    result["majority"] = {split: float((table[split]["verb"] == counts.argmax()).mean())
-                          for split in ("s1", "s2") if len(table[split]["verb"])}
+    result["majority"] = majority_rates(plan)["verb"]
     return result
+
+
+def majority_rates(plan: DatasetPlan) -> dict[str, dict[str, float]]:
+    """Per task (verb, noun) and test split (s1, s2): top-1 of always answering the most
+    frequent training class."""
+    labels: dict[str, dict[str, list[int]]] = {}
+    for video in plan.videos:
+        rows = labels.setdefault(video.split, {"verb": [], "noun": []})
+        for seg in video.segments:
+            rows["verb"].append(seg.verb)
+            rows["noun"].append(seg.noun)
+    rates: dict[str, dict[str, float]] = {}
+    for task in ("verb", "noun"):
+        majority = np.bincount(labels["train"][task]).argmax()
+        rates[task] = {split: float(np.mean(np.array(labels[split][task]) == majority))
+                       for split in ("s1", "s2") if labels.get(split, {}).get(task)}
+    return rates
 
 
 def plan_of(folder: str | Path) -> DatasetPlan:
