@@ -1,12 +1,15 @@
 """Building a split's shards: plan, decode, lay out, resume, failures, manifest.
 
-Two phases. Decoding: the split's segments, grouped by video into work units so that each
-video is opened once, go to worker processes (:mod:`shards.build_pool`), which stage one
-small tar per sample in ``staging/``. Writing: the shards are written from the staged
-samples in the seeded layout of :mod:`shards.layout` (every shard a random sample of the
-split), journalled one by one (:mod:`shards.writer`); ``manifest.json`` comes last and the
-staging folder is removed. The shards and the manifest are a function of the annotations,
-the build options and ``seed`` alone.
+Three steps, the same whoever runs them (:func:`build_shards` on this machine, a SLURM
+job array from ``launcher.shards_slurm``). :func:`plan_build`: the split's segments,
+grouped by video into work units so that each video is opened once, and those not done yet
+are split into groups, one per decode task (:mod:`shards.build_tasks`). Decoding: each task
+stages one small tar per sample in its own folder of ``staging/`` with worker processes
+(:mod:`shards.build_pool`). :func:`finish_build`: once every task is done, the shards are
+written from the staged samples in the seeded layout of :mod:`shards.layout` (every shard a
+random sample of the split), journalled one by one (:mod:`shards.writer`); ``manifest.json``
+comes last and the staging folder is removed. The shards and the manifest are a function
+of the annotations, the build options and ``seed`` alone, not of the tasks or workers.
 
 Resuming: ``build.json`` records the content parameters and a fingerprint of the planned
 segment keys; a re-run into the same folder must match them. It keeps the journalled
@@ -17,11 +20,8 @@ failures are recorded anew).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,15 +32,15 @@ from fpar.io import atomic_write_json, read_json
 from shards.decode import index_videos
 from shards.motion import MotionConfig
 from shards.schema import DEFAULT_FRAMES, DEFAULT_SHORT_SIDE, JPEG_QUALITY, MANIFEST_NAME, SCHEMA_VERSION, changes_since, sample_key, segment_id_from_key
-from shards.build_pool import WorkerPool
+from shards import staging as stg
+from shards.build_tasks import decode_group, read_plan, write_plan
 from shards.layout import DEFAULT_SHARD_SAMPLES, plan_layout, write_shards
-from shards.worker import SegmentTask, WorkerSettings, WorkUnit
-from shards.writer import STAGING_DIR, Journal, recover, staged_keys, sweep
+from shards.worker import SegmentTask, WorkUnit
+from shards.writer import Journal, recover, sweep
 
 log = logging.getLogger(__name__)
 
 BUILD_STATE_NAME = "build.json"
-LOCK_NAME = ".build.lock"
 # Parameters that change the content or layout of the shards: a resumed build must use the
 # same ones, and the manifest records them (not the folder or the worker count).
 CONTENT_PARAMS = ("format", "split", "frames", "short_side", "flow", "jpeg_quality", "motion", "shard_samples", "seed")
@@ -179,15 +179,66 @@ def _check_state(out: Path, cfg: BuildConfig, fingerprint: str) -> None:
 
 
 def clear_output(out: Path, cfg: BuildConfig) -> None:
-    """Deletes this dataset/split's shards, journal, state and manifest from ``out``."""
+    """Deletes this dataset/split's shards, journal, state and manifest from ``out``, and
+    the staging folder if fpar made it.
+
+    Raises:
+        ConfigError: when ``OUT/staging`` was not made by fpar (nothing is deleted then).
+    """
+    staging = stg.staging_dir(out)
+    if staging.exists():
+        stg.claim(out)  # refuses a foreign folder before anything is deleted
     sweep(out, cfg.format, cfg.split, keep=set())
     for name in (BUILD_STATE_NAME, MANIFEST_NAME, Journal(out).path.name):
         (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
+    stg.remove(staging)
+
+
+def _load_units(cfg: BuildConfig, segments) -> list[WorkUnit]:
+    if segments is None:
+        from shards.annotations import load_segments
+
+        segments = load_segments(cfg.format, cfg.annotations, cfg.split, root=cfg.root)
+    return plan_units(segments, cfg)
+
+
+def plan_build(cfg: BuildConfig, tasks: int = 1, segments=None, restart: bool = False) -> dict:
+    """The first step of a build: checks the folder, finds what is left to decode, and
+    writes the plan of ``tasks`` decode tasks (:func:`shards.build_tasks.write_plan`).
+
+    Returns:
+        The plan (``plan.json``); its ``tasks`` may be fewer than asked (one video each at
+        least), none when everything is already staged or in shards.
+
+    Raises:
+        ConfigError: when ``cfg.out`` holds a build with other settings, a staging folder
+            fpar did not make, or a build running on this machine.
+    """
+    units = _load_units(cfg, segments)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if restart:
+        clear_output(out, cfg)
+    _check_state(out, cfg, _fingerprint(units))
+    staging = stg.claim(out)
+    records, _ = recover(out, cfg.format, cfg.split)
+    done = {k for r in records for k in r.keys} | set(stg.staged_samples(staging))
+    pending = []
+    for unit in units:
+        todo = [s for s in unit.segments if s.key not in done]
+        if todo:
+            pending.append(WorkUnit(unit.unit_id, unit.video_id, unit.source, unit.kind, unit.error, todo))
+    locate_sources(pending, cfg)
+    settings = {
+        "dataset": cfg.format, "split": cfg.split, "frames": cfg.frames, "short_side": cfg.short_side,
+        "flow": cfg.flow, "jpeg_quality": cfg.jpeg_quality, "motion": to_dict(cfg.motion),
+    }
+    return write_plan(staging, pending, tasks, settings, len(done))
 
 
 def build_shards(cfg: BuildConfig, segments=None, restart: bool = False, progress: bool = True) -> BuildReport:
-    """Builds (or resumes) the shards of one split.
+    """Builds (or resumes) the shards of one split on this machine: plan, one decode task
+    over ``cfg.workers`` processes, finish.
 
     Args:
         cfg: The build configuration.
@@ -206,48 +257,47 @@ def build_shards(cfg: BuildConfig, segments=None, restart: bool = False, progres
         from shards.annotations import load_segments
 
         segments = load_segments(cfg.format, cfg.annotations, cfg.split, root=cfg.root)
-    units = plan_units(segments, cfg)
+    plan = plan_build(cfg, 1, segments, restart)
+    if plan["tasks"]:
+        decode_group(cfg.out, 0, cfg.workers, plan["plan"], progress)
+    return finish_build(cfg, segments, plan["plan"], progress, started)
+
+
+class BuildIncomplete(RuntimeError):
+    """Some decode task of the plan has not finished: no shard or manifest is written."""
+
+
+def finish_build(cfg: BuildConfig, segments=None, plan_id: str | None = None, progress: bool = False,
+                 started: float | None = None) -> BuildReport:
+    """The last step of a build: once every decode task of the plan is done, writes the
+    shards in layout order, checks that every planned segment is in exactly one shard or in
+    the failures, writes the manifest and removes the staging folder.
+
+    Raises:
+        BuildIncomplete: naming the tasks not done (nothing is written).
+        ConfigError: when the folder's plan is not ``plan_id`` or its build had other settings.
+    """
+    started = time.monotonic() if started is None else started
+    units = _load_units(cfg, segments)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK_NAME, "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            raise ConfigError(f"{out}: another build is writing here") from err
-        if restart:
-            clear_output(out, cfg)
-        _check_state(out, cfg, _fingerprint(units))
-        records, _ = recover(out, cfg.format, cfg.split)
-        staging = out / STAGING_DIR
-        staging.mkdir(exist_ok=True)
-        done = {k for r in records for k in r.keys} | staged_keys(staging)
-        pending = []
-        for unit in units:
-            todo = [s for s in unit.segments if s.key not in done]
-            if todo:
-                pending.append(WorkUnit(unit.unit_id, unit.video_id, unit.source, unit.kind, unit.error, todo))
-        locate_sources(pending, cfg)
-        settings = WorkerSettings(
-            staging_dir=str(staging), dataset=cfg.format, split=cfg.split, frames=cfg.frames,
-            short_side=cfg.short_side, flow=cfg.flow, jpeg_quality=cfg.jpeg_quality,
-            motion=to_dict(cfg.motion), parent_pid=os.getpid(),
+    staging = stg.staging_dir(out)
+    _check_state(out, cfg, _fingerprint(units))
+    plan = read_plan(staging)
+    if plan_id is not None and plan["plan"] != plan_id:
+        raise ConfigError(f"{out}: another build planned this folder again while this one ran")
+    done = [stg.read_done(stg.task_dir(staging, i), plan["plan"]) for i in range(len(plan["tasks"]))]
+    missing = [i for i, d in enumerate(done) if d is None]
+    if missing:
+        raise BuildIncomplete(
+            f"{out}: decode task(s) {', '.join(map(str, missing[:10]))} of {len(done)} did not finish; "
+            "no shard was written. Run the same command again: it keeps what was staged"
         )
-        pool = WorkerPool(cfg.workers, settings, f"{cfg.format} {cfg.split}")
-        pool.execute(pending, progress)
-        report = _finish(cfg, out, units, records, pool, len(done), started, progress)
-    return report
-
-
-def _finish(cfg: BuildConfig, out: Path, units: list[WorkUnit], records, pool: WorkerPool,
-            already_done: int, started: float, progress: bool) -> BuildReport:
-    """Writes the shards in layout order, checks that every planned segment is in exactly
-    one shard or in the failures, writes the manifest and removes the staging folder."""
+    records, _ = recover(out, cfg.format, cfg.split)
     planned = {s.key: s for u in units for s in u.segments}
-    staging = out / STAGING_DIR
+    staged = stg.staged_samples(staging)
     layout = plan_layout(list(planned), cfg.shard_samples, cfg.seed)
     table_fps = {k: s.fps for k, s in planned.items()}
-    shards = write_shards(out, cfg.format, cfg.split, layout, records, staged_keys(staging), staging,
-                          table_fps, progress)
+    shards = write_shards(out, cfg.format, cfg.split, layout, records, staged, staging, table_fps, progress)
     Journal(out).rewrite(shards)
     stray = sweep(out, cfg.format, cfg.split, keep={r.name for r in shards})
     if stray:
@@ -258,7 +308,7 @@ def _finish(cfg: BuildConfig, out: Path, units: list[WorkUnit], records, pool: W
             if key in written:
                 raise RuntimeError(f"sample {key} is in both {written[key]} and {record.name}")
             written[key] = record.name
-    failures = [f for f in pool.failures if sample_key(f["segment_id"]) not in written]
+    failures = [f for f in stg.read_failures(staging, plan["plan"]) if sample_key(f["segment_id"]) not in written]
     failed = {sample_key(f["segment_id"]) for f in failures}
     for key in sorted(set(planned) - set(written) - failed):
         seg = planned[key]
@@ -283,9 +333,9 @@ def _finish(cfg: BuildConfig, out: Path, units: list[WorkUnit], records, pool: W
         "rate_mismatches": [rates[v] for v in sorted(rates)],
     }
     atomic_write_json(out / MANIFEST_NAME, manifest)
-    shutil.rmtree(staging, ignore_errors=True)
+    stg.remove(staging)
     return BuildReport(
-        out=out, planned=len(planned), written=pool.written, already_done=already_done,
+        out=out, planned=len(planned), written=sum(d["staged"] for d in done), already_done=plan["already_done"],
         failures=failures, shards=len(shards), seconds=time.monotonic() - started, clamped=len(clamped),
     )
 

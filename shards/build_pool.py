@@ -3,7 +3,8 @@
 Workers are spawned processes (decord and fork do not mix well); each stages the samples
 of the videos it takes (:mod:`shards.worker`). A worker that dies (e.g. a decoder crash)
 costs the unfinished segments of the video it was on, recorded as failures; a replacement
-is started, up to :data:`MAX_WORKER_DEATHS`.
+is started, up to :data:`MAX_WORKER_DEATHS`. Failures go straight to the task's failure file
+on disk (:class:`shards.staging.FailureLog`), never only to this process's memory.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import multiprocessing as mp
 import queue
 
 from shards.schema import sample_key
+from shards.staging import FailureLog
 from shards.worker import WorkerSettings, WorkUnit, run_worker
 
 log = logging.getLogger(__name__)
@@ -37,11 +39,12 @@ class WorkerPool:
         workers: How many worker processes.
         settings: What every worker needs to know.
         label: The progress bar's title.
+        failures: Where failed segments are recorded.
     """
 
-    def __init__(self, workers: int, settings: WorkerSettings, label: str):
+    def __init__(self, workers: int, settings: WorkerSettings, label: str, failures: FailureLog):
         self.workers, self.settings, self.label = workers, settings, label
-        self.failures: list[dict] = []
+        self.failures = failures
         self.written = 0
         self.ctx = mp.get_context("spawn")
         # Per worker: the unit it is on, and the keys of that unit it reported (ok or failed).

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ def write_shards(
     split: str,
     layout: list[list[str]],
     records: list[ShardRecord],
-    staged: set[str],
+    staged: set[str] | Mapping[str, Path],
     staging: Path,
     table_fps: dict[str, float],
     progress: bool = False,
@@ -57,7 +58,7 @@ def write_shards(
         out: The shard folder.
         layout: :func:`plan_layout`'s keys per shard.
         records: Finished shards from the journal (earlier runs).
-        staged: Keys staged in ``staging`` (``KEY.tar`` each).
+        staged: Keys staged in ``staging`` (``KEY.tar`` each), or the staged file of each key.
         table_fps: The annotations' rate of each key's video, to report disagreements.
 
     Returns:
@@ -65,6 +66,8 @@ def write_shards(
     """
     from tqdm import tqdm
 
+    if not isinstance(staged, Mapping):
+        staged = {k: staging / f"{k}.tar" for k in staged}
     by_name = {r.name: r for r in records}
     in_shard = {k: r.name for r in records for k in r.keys}
     journal = Journal(out)
@@ -80,7 +83,7 @@ def write_shards(
             continue
         samples = {}
         for key in keys:
-            samples.update(read_samples(staging / f"{key}.tar") if key in staged else {})
+            samples.update(read_samples(staged[key]) if key in staged else {})
         for shard in {in_shard[k] for k in keys if k not in samples}:
             samples.update(read_samples(out / shard, set(keys) - set(samples)))
         done: list[ShardRecord] = []

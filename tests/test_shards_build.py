@@ -167,7 +167,7 @@ def test_killed_build_resumes_to_the_same_bytes(kitchens, built, tmp_path):
     staging = out / "staging"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if staging.is_dir() and len(list(staging.glob("*.tar"))) >= 3:
+        if staging.is_dir() and len(list(staging.rglob("*.tar"))) >= 3:
             break
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)  # the main process only: its workers must notice and stop
@@ -178,3 +178,21 @@ def test_killed_build_resumes_to_the_same_bytes(kitchens, built, tmp_path):
     assert [k for k, n in Counter(keys).items() if n > 1] == []
     assert folder_bytes(out) == folder_bytes(built)
     assert not staging.exists()
+
+
+def test_a_staging_folder_fpar_did_not_make_stops_the_build_and_survives(kitchens, tmp_path, capsys):
+    out = tmp_path / "shards"
+    foreign = out / "staging"
+    foreign.mkdir(parents=True)
+    (foreign / "notes.txt").write_text("mine")
+    args = build_args(kitchens, out, "--shard-samples", "4")
+    for extra in ([], ["--restart"]):
+        capsys.readouterr()
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert str(foreign) in err and "not created by fpar" in err and "Move or rename it" in err
+        assert [p.name for p in foreign.iterdir()] == ["notes.txt"] and (foreign / "notes.txt").read_text() == "mine"
+    assert not list(out.glob("*.tar")) and not (out / "manifest.json").exists()
+    foreign.rename(tmp_path / "moved")  # as the message says
+    assert main(args) == 0
+    assert not foreign.exists() and (tmp_path / "moved" / "notes.txt").read_text() == "mine"
