@@ -16,7 +16,7 @@ COMMAND_MODULES: list[str] = [  # in the order of the workflow, as --help lists 
     "shards.synth.cli",
     "shards.annotations.cli",
     "fpar.data.cli",
-    "shards.cli",
+    "launcher.shards_cli",
     "fpar.models.cli",
     "launcher.train_cli",
     "fpar.evaluation.cli",

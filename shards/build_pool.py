@@ -3,7 +3,8 @@
 Workers are spawned processes (decord and fork do not mix well); each stages the samples
 of the videos it takes (:mod:`shards.worker`). A worker that dies (e.g. a decoder crash)
 costs the unfinished segments of the video it was on, recorded as failures; a replacement
-is started, up to :data:`MAX_WORKER_DEATHS`. Failures go straight to the task's failure file
+is started, up to :data:`MAX_WORKER_DEATHS`. A worker stopped by a signal from outside
+(SIGTERM of a cancelled or preempted SLURM task) stops the task instead. Failures go straight to the task's failure file
 on disk (:class:`shards.staging.FailureLog`), never only to this process's memory.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import queue
+import signal
 
 from shards.schema import sample_key
 from shards.staging import FailureLog
@@ -21,6 +23,13 @@ log = logging.getLogger(__name__)
 
 # Worker deaths (decoder crashes) tolerated before the build gives up.
 MAX_WORKER_DEATHS = 8
+# A worker ended by one of these was stopped from outside (scancel, preemption, Ctrl-C):
+# its video did not fail, the whole task stops unfinished.
+STOP_SIGNALS = {-signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP}
+
+
+class BuildInterrupted(RuntimeError):
+    """A worker was stopped by a signal from outside: the task ends without marking itself done."""
 
 
 def _drain(results, wait: float = 0.5) -> list[tuple]:
@@ -104,6 +113,11 @@ class WorkerPool:
                             if wid not in self.ready:
                                 raise RuntimeError(
                                     f"shard worker {wid} failed to start (exit code {proc.exitcode}); see its error above"
+                                )
+                            if proc.exitcode in STOP_SIGNALS:
+                                raise BuildInterrupted(
+                                    f"shard worker {wid} was stopped by signal {-proc.exitcode} (the build was "
+                                    "cancelled or preempted); what was staged is kept"
                                 )
                             self.deaths += 1
                             if self.deaths > MAX_WORKER_DEATHS:

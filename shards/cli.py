@@ -22,8 +22,9 @@ def parse_spans(text: str) -> tuple[int, ...]:
     return spans
 
 
-def register(subparsers) -> None:
-    """Adds ``fpar shards build|info``."""
+def register(subparsers):
+    """Adds ``fpar shards build|info``; returns the build parser and the actions' subparsers
+    (``launcher.shards_cli`` adds the SLURM options and ``status``)."""
     parser = subparsers.add_parser(
         "shards", help="build WebDataset shards from raw videos, or describe built shards",
         description="Build the shards of one dataset split (frames, motion maps, optional warp flow), or describe them.",
@@ -41,7 +42,7 @@ def register(subparsers) -> None:
     build.add_argument("--annotations", required=True, help="folder of the dataset's annotation files")
     build.add_argument("--split", required=True, help="split name (e.g. train, s1, s2, validation, test_split1, test_fixed)")
     build.add_argument("--out", required=True, help="output folder of the shards, manifest.json and journal")
-    build.add_argument("--workers", type=int, default=1, help="worker processes (default 1); each takes whole videos")
+    build.add_argument("--workers", type=int, default=None, help="worker processes (default 1); each takes whole videos")
     build.add_argument("--frames", type=int, default=None, help="frames kept per segment, M (default 32); training may use any N <= M")
     build.add_argument("--short-side", type=int, default=None, help="stored frame short side in pixels (default 256)")
     build.add_argument("--flow", action="store_true", help="also store the 5 stacked x/y warp-flow pairs around each kept frame")
@@ -68,6 +69,7 @@ def register(subparsers) -> None:
     info.add_argument("--failures", type=int, default=20, help="failures listed in the text output (default 20)")
     info.set_defaults(func=run_info)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
+    return build, sub
 
 
 def config_from_args(args: argparse.Namespace):
@@ -92,7 +94,7 @@ def config_from_args(args: argparse.Namespace):
     try:
         return BuildConfig(
             format=args.format, root=args.root, annotations=args.annotations, split=args.split, out=args.out,
-            workers=args.workers, flow=args.flow, motion=MotionConfig(**motion), **optional,
+            workers=1 if args.workers is None else args.workers, flow=args.flow, motion=MotionConfig(**motion), **optional,
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err
