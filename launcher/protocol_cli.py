@@ -44,9 +44,18 @@ def _run(args: argparse.Namespace) -> int:
                                        run_protocol)
     from launcher.submit import wait_for
 
-    shard_options = ShardOptions(frames=args.frames, short_side=args.short_side,
-                                 flow=args.flow, workers=args.workers)
     try:
+        slurm = None
+        if args.slurm:
+            from launcher.shards_slurm import SlurmBuildOptions
+
+            tasks = {} if args.shard_tasks is None else {"tasks": args.shard_tasks}
+            slurm = SlurmBuildOptions(cpus_per_task=args.workers, partition=args.partition,
+                                      time_min=args.time, account=args.account, **tasks)
+        elif args.shard_tasks is not None:
+            raise ValueError("--shard-tasks is for --slurm shard builds")
+        shard_options = ShardOptions(frames=args.frames, short_side=args.short_side,
+                                     flow=args.flow, workers=args.workers, slurm=slurm)
         folder, jobs = run_protocol(args.protocol, args.config, args.overrides, args.root,
                                     args.annotations, args.shards, args.out, args.seeds,
                                     shard_options, _submit_options(args))
@@ -110,7 +119,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="stored frame short side in pixels (default: the shard builder's)")
     data.add_argument("--flow", action="store_true", help="also store warp flow")
     data.add_argument("--workers", type=int, default=1,
-                      help="shard building processes (default 1)")
+                      help="shard building processes (default 1); with --slurm per decode task")
+    data.add_argument("--slurm", action="store_true",
+                      help="build the shards on SLURM as `fpar shards build --slurm` does: per "
+                      "split a job array of --shard-tasks decode tasks (--workers CPUs each, "
+                      "on --partition/--account, --time per task) and a finish job; the same "
+                      "bytes as a local build")
+    data.add_argument("--shard-tasks", type=int, default=None,
+                      help="decode tasks per split with --slurm (default 8)")
     runs = p.add_argument_group("runs")
     runs.add_argument("--out", required=True, type=Path,
                       help="the sweep folder: one run folder per split and seed "

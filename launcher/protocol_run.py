@@ -41,6 +41,7 @@ class ShardOptions:
     short_side: int | None = None
     flow: bool = False
     workers: int = 1
+    slurm: Any = None  # launcher.shards_slurm.SlurmBuildOptions: build as SLURM job arrays
 
 
 def check_format(protocol: Protocol, config: str, overrides: Sequence[str]) -> None:
@@ -61,7 +62,9 @@ def build_protocol_shards(protocol: Protocol, root: str | Path, annotations: str
                           shards: str | Path, options: ShardOptions) -> dict[str, Path]:
     """Builds (or completes) the shards of every dataset split the protocol reads.
 
-    Splits holding the same segments share one folder, ``shards/<first such split>``.
+    Splits holding the same segments share one folder, ``shards/<first such split>``. With
+    ``options.slurm`` each split is built by a SLURM job array (``launcher.shards_slurm``),
+    one split after the other, the same bytes as a local build.
 
     Returns:
         The shard folder of each dataset split the protocol reads.
@@ -81,10 +84,17 @@ def build_protocol_shards(protocol: Protocol, root: str | Path, annotations: str
                           split=split, out=str(out), workers=options.workers,
                           flow=options.flow, **extra)
         log.info("shards of %s %s -> %s", protocol.format, split, out)
-        report = build_shards(cfg, progress=True)
-        if not report.ok:
-            raise ProtocolError(f"{protocol.format} {split}: {len(report.failures)} segment(s) "
-                                f"could not be written; see {out / 'manifest.json'}")
+        if options.slurm is not None:
+            from launcher.shards_slurm import build_on_slurm
+
+            if build_on_slurm(cfg, options.slurm) != 0:
+                raise ProtocolError(f"{protocol.format} {split}: the SLURM shard build did not write every "
+                                    f"segment (see above and {out}); run the same command again to resume")
+        else:
+            report = build_shards(cfg, progress=True)
+            if not report.ok:
+                raise ProtocolError(f"{protocol.format} {split}: {len(report.failures)} segment(s) "
+                                    f"could not be written; see {out / 'manifest.json'}")
         folders[split] = out
     return {name: folders[source] for name, source in sources.items()}
 

@@ -232,7 +232,11 @@ def build_on_slurm(cfg, opts: SlurmBuildOptions, restart: bool = False, wait: bo
     if not wait:
         print(f"follow it with: fpar shards status {out}")
         return 0
-    return wait_build(out, record)
+    try:
+        return wait_build(out, record)
+    except KeyboardInterrupt:
+        print(f"stopped waiting; the jobs go on (fpar shards status {out}; scancel to stop them)", file=sys.stderr)
+        return 130
 
 
 def show_status(out: str | Path) -> int:

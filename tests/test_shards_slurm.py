@@ -152,3 +152,21 @@ def test_broken_video_fails_its_segments_and_the_other_tasks_are_written(slurm, 
     written = {k for line in (out / "journal.jsonl").read_text().splitlines() for k in json.loads(line)["keys"]}
     assert written == {sample_key(s) for s in set(segments["segment_id"]) - bad}
     assert manifest["num_samples"] == len(segments) - len(bad)
+
+
+def test_protocol_builds_each_split_on_slurm_as_a_local_build_does(slurm, tmp_path, monkeypatch):
+    from launcher.protocol_run import ShardOptions, build_protocol_shards
+    from launcher.protocols import get_protocol
+    from launcher.shards_slurm import SlurmBuildOptions
+
+    monkeypatch.chdir(REPO)
+    raw = generate("gtea61", tmp_path / "raw", participants=4, segments=12, seed=0, width=96, height=72,
+                   min_seconds=0.6, max_seconds=1.0, fps=12.0)
+    protocol = get_protocol("gtea61_fixed")
+    on_slurm = SlurmBuildOptions(tasks=2, time_min=10)
+    local = build_protocol_shards(protocol, raw, raw, tmp_path / "local", ShardOptions(frames=4, short_side=72, workers=2))
+    array = build_protocol_shards(protocol, raw, raw, tmp_path / "slurm", ShardOptions(frames=4, short_side=72, slurm=on_slurm))
+    assert sorted(array) == sorted(local) == ["test_fixed", "train_fixed"]
+    for split in local:
+        assert json.loads((array[split] / "slurm_build.json").read_text())["tasks"] == 2
+        assert digests(array[split]) == digests(local[split])
