@@ -61,3 +61,31 @@ def test_groups_balance_video_time_and_keep_videos_whole():
     assert all([u.unit_id for u in g] == sorted(u.unit_id for u in g) for g in groups)
     assert len(group_units(units[:2], 5)) == 2
     assert group_units(units, 3) == groups  # deterministic
+
+
+@pytest.fixture(scope="module")
+def tiny_kitchens(tmp_path_factory):
+    from shards.synth import generate
+
+    return generate("epic55", tmp_path_factory.mktemp("k"), participants=2, segments=8, seed=0, width=64,
+                    height=48, segments_per_video=4)
+
+
+@pytest.mark.parametrize("where", ["staging", "task"])
+def test_a_foreign_staging_folder_stops_a_slurm_build_before_anything_is_submitted(tiny_kitchens, tmp_path, where,
+                                                                                  capsys):
+    from launcher.cli import main
+
+    out = tmp_path / "train"
+    staging = out / "staging"
+    foreign = staging if where == "staging" else staging / "task-00000"
+    foreign.mkdir(parents=True)
+    if where == "task":
+        (staging / stg.MARKER).write_text("")  # fpar's staging, someone else's task folder
+    (foreign / "keep.txt").write_text("mine")
+    code = main(["shards", "build", "--format", "epic55", "--root", str(tiny_kitchens / "videos"),
+                 "--annotations", str(tiny_kitchens / "annotations"), "--split", "train", "--out", str(out),
+                 "--slurm", "--tasks", "2"])
+    assert code == 2
+    assert f"{foreign} exists but was not created by fpar" in capsys.readouterr().err
+    assert (foreign / "keep.txt").read_text() == "mine" and not (out / "slurm_build.json").exists()
