@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 
 # Worker deaths (decoder crashes) tolerated before the build gives up.
 MAX_WORKER_DEATHS = 8
-# A worker ended by one of these was stopped from outside (scancel, preemption, Ctrl-C):
-# its video did not fail, the whole task stops unfinished.
-STOP_SIGNALS = {-signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP}
+# A worker ended by one of these was stopped from outside (scancel, preemption, Ctrl-C, and
+# SLURM's time-limit warning USR2, which reaches every process of the task): its video did
+# not fail, the whole task stops unfinished (or is requeued by submitit's USR2 handler).
+STOP_SIGNALS = {-signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP, -signal.SIGUSR2}
 
 
 class BuildInterrupted(RuntimeError):

@@ -116,7 +116,8 @@ def decode_group(out: str | Path, task: int, workers: int = 1, plan_id: str | No
     A task run again (requeued, preempted) keeps the samples it staged and decodes the rest.
 
     Returns:
-        Its ``done.json``: ``{plan, staged, failed}`` (samples of its group staged, failures).
+        ``{plan, staged, failed, kept}``: samples of its group staged, failures (as in its
+        ``done.json``), and the samples found staged when it started (kept from a run before).
 
     Raises:
         ConfigError: when the plan is not ``plan_id`` (a newer build replaced it) or the
@@ -143,7 +144,7 @@ def decode_group(out: str | Path, task: int, workers: int = 1, plan_id: str | No
     keys = {s.key for u in units for s in u.segments}
     staged = len(keys & {p.name[: -len(".tar")] for p in folder.glob("*.tar")})
     stg.mark_done(folder, plan["plan"], staged, failures.count)
-    return {"plan": plan["plan"], "staged": staged, "failed": failures.count}
+    return {"plan": plan["plan"], "staged": staged, "failed": failures.count, "kept": len(keys & have)}
 
 
 @dataclass

@@ -173,3 +173,33 @@ def test_protocol_builds_each_split_on_slurm_as_a_local_build_does(slurm, tmp_pa
     for split in local:
         assert json.loads((array[split] / "slurm_build.json").read_text())["tasks"] == 2
         assert digests(array[split]) == digests(local[split])
+
+
+def test_requeued_task_keeps_what_it_staged_and_the_bytes_stay_the_same(slurm, kitchens, local, tmp_path,
+                                                                         monkeypatch):
+    # USR2 is SLURM's time-limit warning: submitit requeues the task, which resumes its group.
+    import submitit
+
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "train"
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", *build_args(kitchens, out, *SLURM)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    signalled, before = None, 0
+    deadline = time.monotonic() + 240
+    while signalled is None and time.monotonic() < deadline and proc.poll() is None:
+        record = out / "slurm_build.json"
+        for folder, count in staged_by_task(out).items() if record.is_file() else ():
+            if count >= 1 and not (folder / "done.json").exists():
+                signalled = f"{json.loads(record.read_text())['array']}_{int(folder.name.split('-')[1])}"
+                before = count
+                subprocess.run(["scancel", "--signal=USR2", signalled], check=True)
+                break
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert signalled is not None, f"no task was caught running: {stdout}{stderr}"
+    assert proc.returncode == 0, stderr
+    assert digests(out) == local
+    shown = subprocess.run(["scontrol", "show", "job", signalled], capture_output=True, text=True).stdout
+    assert "Restarts=1" in shown, shown
+    result = submitit.SlurmJob(json.loads((out / "slurm_build.json").read_text())["logs"], signalled).result()
+    assert result["kept"] >= before and result["failed"] == 0
