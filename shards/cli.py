@@ -104,6 +104,7 @@ def run_build(args: argparse.Namespace) -> int:
     """``fpar shards build``: returns 0 when every segment was written, 1 otherwise."""
     from shards.annotations import AnnotationError
     from shards.build import build_shards
+    from shards.build_pool import BuildInterrupted
 
     try:
         cfg = config_from_args(args)
@@ -111,6 +112,9 @@ def run_build(args: argparse.Namespace) -> int:
     except (ConfigError, AnnotationError, ValueError) as err:
         print(f"fpar shards build: {err}", file=sys.stderr)
         return 2
+    except BuildInterrupted as err:
+        print(f"fpar shards build: {err}; run the same command again to resume", file=sys.stderr)
+        return 1
     print(
         f"{report.out}: {report.written} samples written, {report.already_done} already done, "
         f"{report.clamped} clamped at their video's end, "
