@@ -26,13 +26,13 @@ MOTION_STAGES = ("flow_input", "flow", "homography", "compensation", "morphology
 STAGES = ("open", "decode", *MOTION_STAGES, "encode", "staging", "layout")
 
 
-def _worker_counts(text: str) -> list[int]:
+def _counts(text: str) -> list[int]:
     try:
         counts = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected worker counts like 1,2, got {text!r}") from None
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"worker counts must be >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected numbers like 1,2, got {text!r}") from None
+    if not counts or min(counts) < 1 or len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"expected distinct numbers >= 1, got {text!r}")
     return counts
 
 
@@ -49,24 +49,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=32, help="frames kept per segment (default 32)")
     parser.add_argument("--short-side", type=int, default=256, help="stored short side (default 256)")
     parser.add_argument("--flow", action="store_true", help="also compute warp flow")
-    parser.add_argument("--flow-search", choices=("fine", "coarse"), default="fine",
-                        help="the motion maps' flow search (as fpar shards build --flow-search; default fine)")
+    parser.add_argument("--flow-stride", type=_counts, default=[4],
+                        help="DIS patch stride of the motion maps' flow (as fpar shards build --flow-stride; "
+                        "default 4); several, e.g. 4,6, build once with each and report each")
     parser.add_argument("--size", help="generated video size WxH (default 1920x1080 epic, 1280x720 toy)")
     parser.add_argument("--fps", type=float, default=60.0, help="toy video frame rate (default 60)")
     parser.add_argument("--seed", type=int, default=0, help="generated video seed (default 0)")
-    parser.add_argument("--workers", type=_worker_counts, default=None,
+    parser.add_argument("--workers", type=_counts, default=None,
                         help="also build with these numbers of worker processes at once, e.g. 1,2")
     parser.add_argument("--work", help="folder for the generated videos, reused when run again (default: a temporary one)")
 
 
-def _settings(args, staging: Path):
-    from shards.motion import MotionConfig
-    from shards.schema import JPEG_QUALITY
-    from shards.stopwatch import Stopwatch  # noqa: F401 - imported here so the child imports it too
-    from shards.worker import WorkerSettings
+def _settings(args, staging: Path, stride: int):
     from dataclasses import asdict
 
-    motion = asdict(MotionConfig(flow_search=args.flow_search))
+    from shards.motion import MotionConfig
+    from shards.schema import JPEG_QUALITY
+    from shards.worker import WorkerSettings
+
+    motion = asdict(MotionConfig(flow_stride=stride))
     return WorkerSettings(staging_dir=str(staging), dataset="bench", split="bench", frames=args.frames,
                           short_side=args.short_side, flow=args.flow, jpeg_quality=JPEG_QUALITY, motion=motion,
                           parent_pid=0)
@@ -106,13 +107,14 @@ def _kept_and_needed(source, seg, frames: int, estimator, flow: bool) -> tuple[l
 
 
 def decode_only(units, args, estimator, stopwatch) -> tuple[int, int]:
-    """Decodes each segment's needed frames as the build reads them (timed as ``decode``);
-    returns the kept and decoded frame counts."""
+    """Opens each video and decodes each segment's needed frames as the build does (timed as
+    ``open`` and ``decode``); returns the kept and decoded frame counts."""
     from shards.worker import open_source
 
     kept_frames = decoded = 0
     for unit in units:
-        source = open_source(unit, args.short_side)
+        with stopwatch("open"):
+            source = open_source(unit, args.short_side)
         for seg in unit.segments:
             kept, needed = _kept_and_needed(source, seg, args.frames, estimator, args.flow)
             with stopwatch("decode"):
@@ -151,7 +153,7 @@ def _timed_child(units, settings) -> float:
     return time.perf_counter() - start
 
 
-def build_with_workers(units, args, folder: Path, workers: int) -> float:
+def build_with_workers(units, args, folder: Path, workers: int, stride: int) -> float:
     """Kept frames/s of ``workers`` processes building the segments (dealt round-robin) at once."""
     import copy
     import multiprocessing as mp
@@ -168,7 +170,7 @@ def build_with_workers(units, args, folder: Path, workers: int) -> float:
             share[-1].segments.append(seg)
         staging = folder / f"staging-{workers}-{w}"
         staging.mkdir()
-        shares.append((share, _settings(args, staging)))
+        shares.append((share, _settings(args, staging, stride)))
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
         list(pool.map(_timed_child, [[] for _ in range(workers)], [s for _, s in shares]))  # start-up, untimed
         start = time.perf_counter()
@@ -177,40 +179,66 @@ def build_with_workers(units, args, folder: Path, workers: int) -> float:
     return len(segments) * args.frames / wall
 
 
+def measure_build(units, args, folder: Path, stride: int) -> tuple[object, list]:
+    """Builds the segments on this process with DIS patch stride ``stride``, then writes the
+    shards in the seeded layout; returns the stopwatch and the shard records."""
+    from shards.layout import DEFAULT_SHARD_SAMPLES, plan_layout, write_shards
+    from shards.stopwatch import Stopwatch
+    from shards.writer import staged_keys
+
+    staging = folder / f"staging-stride-{stride}"
+    staging.mkdir()
+    stopwatch = Stopwatch()
+    build_segments(units, _settings(args, staging, stride), stopwatch)
+    with stopwatch("layout"):
+        keys = staged_keys(staging)
+        layout = plan_layout(sorted(keys), DEFAULT_SHARD_SAMPLES, 0)
+        out = folder / f"shards-stride-{stride}"
+        out.mkdir()
+        records = write_shards(out, "bench", "bench", layout, [], keys, staging, {})
+    return stopwatch, records
+
+
+def _figures(stopwatch, floor, kept: int, samples: int) -> dict:
+    """Rates, the build's fraction of the decode-only rate and per-stage times of one build."""
+    seconds = {stage: stopwatch.seconds.get(stage, 0.0) for stage in STAGES}
+    cpu = {stage: stopwatch.cpu_seconds.get(stage, 0.0) for stage in STAGES}
+    total, floor_s = sum(seconds.values()), floor.seconds["open"] + floor.seconds["decode"]
+    per_kept = lambda values: {s: 1000 * values[s] / max(kept, 1) for s in STAGES}  # noqa: E731
+    return {
+        "overall_frames_per_s": kept / max(total, 1e-9),
+        "build_vs_decode": floor_s / max(total, 1e-9),
+        "build_vs_decode_cpu": (floor.cpu_seconds["open"] + floor.cpu_seconds["decode"]) / max(sum(cpu.values()), 1e-9),
+        "motion_frames_per_s": kept / max(sum(seconds[s] for s in MOTION_STAGES), 1e-9),
+        "write_frames_per_s": kept / max(seconds["encode"] + seconds["staging"], 1e-9),
+        "layout_frames_per_s": kept / max(seconds["layout"], 1e-9),
+        "samples_per_s": samples / max(total, 1e-9),
+        "ms_per_kept_frame": per_kept(seconds),
+        "cpu_ms_per_kept_frame": per_kept(cpu),
+        "seconds": seconds,
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     """Measures decode-only and the build's stages on one process; returns the figures."""
     import cv2
 
-    from shards.layout import DEFAULT_SHARD_SAMPLES, plan_layout, write_shards
     from shards.motion import MotionConfig, MotionEstimator
     from shards.stopwatch import Stopwatch
-    from shards.writer import staged_keys
 
     cv2.setNumThreads(1)
+    strides = args.flow_stride
     with tempfile.TemporaryDirectory(prefix="fpar-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        videos_dir = Path(args.work) if args.work else tmp
-        units, source, videos = _inputs(args, videos_dir)
-        settings = _settings(args, tmp / "staging")
-        Path(settings.staging_dir).mkdir()
-        estimator = MotionEstimator(MotionConfig(**settings.motion))
+        units, source, videos = _inputs(args, Path(args.work) if args.work else tmp)
+        estimator = MotionEstimator(MotionConfig(flow_stride=strides[0]))
         floor = Stopwatch()
         kept_frames, decoded_frames = decode_only(units, args, estimator, floor)
-        stopwatch = Stopwatch()
-        build_segments(units, settings, stopwatch)
-        with stopwatch("layout"):
-            keys = staged_keys(settings.staging_dir)
-            layout = plan_layout(sorted(keys), DEFAULT_SHARD_SAMPLES, 0)
-            records = write_shards(tmp, "bench", "bench", layout, [], keys, Path(settings.staging_dir), {})
-        scaling = {str(n): build_with_workers(units, args, tmp, n) for n in args.workers or []}
+        builds = {stride: measure_build(units, args, tmp, stride) for stride in strides}
+        scaling = {str(n): build_with_workers(units, args, tmp, n, strides[0]) for n in args.workers or []}
         stored_size = _stored_size(units, args.short_side)
-    seconds = {stage: stopwatch.seconds.get(stage, 0.0) for stage in STAGES}
-    cpu = {stage: stopwatch.cpu_seconds.get(stage, 0.0) for stage in STAGES}
-    total = sum(seconds.values())
-    motion_s = sum(seconds[s] for s in MOTION_STAGES)
-    samples = len(keys)
-    rate = lambda frames, s: frames / max(s, 1e-9)  # noqa: E731
-    overall = rate(kept_frames, total)
+    stopwatch, records = builds[strides[0]]
+    samples = sum(r.samples for r in records)
     result = {
         "benchmark": "shards",
         "input": source,
@@ -219,23 +247,17 @@ def run(args: argparse.Namespace) -> dict:
         "samples": samples,
         "frames_per_sample": args.frames,
         "flow": bool(args.flow),
-        "flow_search": args.flow_search,
-        "decode_only_frames_per_s": rate(kept_frames, floor.seconds["decode"]),
-        "build_vs_decode": floor.seconds["decode"] / total,
-        "build_vs_decode_cpu": floor.cpu_seconds["decode"] / sum(cpu.values()),
-        "decode_frames_per_s": rate(decoded_frames, seconds["decode"]),
+        "flow_stride": strides[0],
+        "decode_only_frames_per_s": kept_frames / max(floor.seconds["open"] + floor.seconds["decode"], 1e-9),
+        "decode_frames_per_s": decoded_frames / max(stopwatch.seconds["decode"], 1e-9),
         "decoded_per_kept_frame": decoded_frames / max(kept_frames, 1),
-        "motion_frames_per_s": rate(kept_frames, motion_s),
-        "write_frames_per_s": rate(kept_frames, seconds["encode"] + seconds["staging"]),
-        "layout_frames_per_s": rate(kept_frames, seconds["layout"]),
-        "overall_frames_per_s": overall,
-        "samples_per_s": rate(samples, total),
+        "decode_only_cpu_ms_per_kept_frame": {s: 1000 * floor.cpu_seconds.get(s, 0.0) / max(kept_frames, 1)
+                                              for s in ("open", "decode")},
+        **_figures(stopwatch, floor, kept_frames, samples),
         "bytes_per_sample": sum(r.bytes for r in records) / max(samples, 1),
-        "ms_per_kept_frame": {s: 1000 * seconds[s] / max(kept_frames, 1) for s in STAGES},
-        "cpu_ms_per_kept_frame": {s: 1000 * cpu[s] / max(kept_frames, 1) for s in STAGES},
-        "decode_only_cpu_ms_per_kept_frame": 1000 * floor.cpu_seconds["decode"] / max(kept_frames, 1),
-        "seconds": seconds,
     }
+    if len(strides) > 1:
+        result["by_flow_stride"] = {str(s): _figures(builds[s][0], floor, kept_frames, samples) for s in strides}
     if scaling:
         result["workers_frames_per_s"] = scaling
         first = scaling[str(min(args.workers))]

@@ -57,7 +57,7 @@ class MotionConfig:
     fill: float = 0.0  # closing of the moving points, kernel as a fraction of the flow's short side
     speck: float = 0.05  # opening (drops isolated specks), same unit
     halo: float = 0.03  # erosion (takes back the flow's spread around objects), same unit
-    flow_search: str = "fine"  # EXPERIMENT
+    flow_stride: int = 4  # DIS patch stride (flow pixels): 4 as DIS's presets; 6 is ~2.5x faster
 
     def __post_init__(self) -> None:
         if not 0 <= self.flow_scale <= 1:
@@ -70,6 +70,8 @@ class MotionConfig:
         self.spans = tuple(int(d) for d in self.spans)
         if not self.spans or min(self.spans) < 1 or len(set(self.spans)) != len(self.spans):
             raise ValueError(f"spans must be distinct distances >= 1, got {list(self.spans)}")
+        if not 1 <= self.flow_stride <= DIS_PATCH:
+            raise ValueError(f"flow_stride must be 1..{DIS_PATCH} pixels (the DIS patch size), got {self.flow_stride}")
         if self.min_votes not in (1, 2):
             raise ValueError(f"min_votes must be 1 or 2 (of the two neighbours at one distance), got {self.min_votes}")
 
@@ -96,22 +98,23 @@ class MotionConfig:
         return min(1.0, self.flow_side / max(1, min(height, width)))
 
 
+DIS_PATCH = 8  # the ultrafast preset's patch size (pixels)
+
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-EXPERIMENT = {}
-
-
-def make_flow_fn(method: str = "dis", search: str = "fine") -> FlowFn:
-    """Returns ``flow(gray_a, gray_b) -> (h, w, 2) float32`` dense flow from a to b."""
+def make_flow_fn(method: str = "dis", stride: int = 4) -> FlowFn:
+    """Returns ``flow(gray_a, gray_b) -> (h, w, 2) float32`` dense flow from a to b (DIS
+    patches every ``stride`` pixels)."""
     if method == "dis":
         dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         # The presets stop at 1/4 or 1/2 resolution, where small hands and objects blur into
         # the background. Full resolution with the ultrafast preset's few iterations finds
         # them; the fast preset at full resolution costs about twice as much, finds no more.
         dis.setFinestScale(0)
-        for k, v in EXPERIMENT.get(search, {}).items():
-            getattr(dis, "set" + k)(v)
+        # The patch search dominates the cost, and a pixel's flow averages the patches over
+        # it: stride 6 searches 2.25x fewer patches than the presets' 4, in ~40% of the time.
+        dis.setPatchStride(stride)
         return lambda a, b: dis.calc(a, b, None)
     if method == "farneback":
         return lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
@@ -190,7 +193,7 @@ class MotionEstimator:
 
     def __init__(self, config: MotionConfig | None = None):
         self.config = config or MotionConfig()
-        self._flow = make_flow_fn(self.config.method, self.config.flow_search)
+        self._flow = make_flow_fn(self.config.method, self.config.flow_stride)
 
     def required_indices(self, kept: Sequence[int], num_frames: int, fps: float, with_flow: bool) -> list[int]:
         """Every 0-based frame index needed for the kept frames (kept ones included)."""
