@@ -36,6 +36,16 @@ def _counts(text: str) -> list[int]:
     return counts
 
 
+def _size(text: str) -> str:
+    from shards.bench_inputs import parse_size
+
+    try:
+        parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``fpar bench shards``."""
     parser.add_argument("--input", choices=("epic", "toy"), default="epic",
@@ -52,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flow-stride", type=_counts, default=[4],
                         help="DIS patch stride of the motion maps' flow (as fpar shards build --flow-stride; "
                         "default 4); several, e.g. 4,6, build once with each and report each")
-    parser.add_argument("--size", help="generated video size WxH (default 1920x1080 epic, 1280x720 toy)")
+    parser.add_argument("--size", type=_size, help="generated video size WxH (default 1920x1080 epic, 1280x720 toy)")
     parser.add_argument("--fps", type=float, default=60.0, help="toy video frame rate (default 60)")
     parser.add_argument("--seed", type=int, default=0, help="generated video seed (default 0)")
     parser.add_argument("--workers", type=_counts, default=None,
