@@ -177,7 +177,8 @@ def remove_camera(flow: np.ndarray, homography: np.ndarray) -> tuple[np.ndarray,
     grid = _pixel_grid(height, width)[0]
     cam = camera_flow(homography, height, width)
     target = grid + cam
-    visible = (target[..., 0] >= 0) & (target[..., 0] <= width - 1) & (target[..., 1] >= 0) & (target[..., 1] <= height - 1)
+    x, y = target[..., 0], target[..., 1]
+    visible = (x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)
     return flow - cam, visible
 
 
