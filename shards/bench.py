@@ -6,7 +6,8 @@ floor of any build. Then it builds the same segments as a worker does (:func:`sh
 make_sample`), timing each stage: decoding, the flow's input (grey, scaled), optical flow,
 camera homographies, camera compensation, morphology (votes, cleaning, the map), warp flow,
 encoding (JPEG), staging, and writing the shards in the seeded layout. ``build_vs_decode`` is
-the build's rate as a fraction of the decode-only rate. With ``--workers 1,2`` the build also
+the build's rate as a fraction of the decode-only rate (``build_vs_decode_cpu`` the same in CPU
+time of the process, which other work on the machine disturbs less). With ``--workers 1,2`` the build also
 runs in that many processes at once (segments dealt round-robin) and reports kept frames/s.
 
 Input: EPIC-like 1080p H.264 camera files at 59.94 and 50 fps (default), the 720p toy

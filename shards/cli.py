@@ -59,7 +59,7 @@ def register(subparsers) -> None:
                        "~2x faster, with other maps: see README 'Motion maps')")
     build.add_argument("--motion-halo", type=float, default=None,
                        help="erosion of the moving points (takes back the flow's spread around objects), as a fraction "
-                       "of the flow's short side (default 0.03; 0.04 with --flow-stride 6)")
+                       "of the flow's short side (default 0.03; use 0.04 with --flow-stride 6)")
     build.add_argument("--motion-threshold", type=float, default=None, help="moving if the camera-compensated flow exceeds this fraction of the flow's short side in a comparison (default 0.006)")
     build.add_argument("--motion-votes", type=int, choices=(1, 2), default=None, help="of the two neighbours t-d*step and t+d*step at one distance d, how many must see a point move (default 2)")
     build.add_argument("--motion-step", type=int, default=None, help="frame spacing unit of the comparisons, in frames (default: 1/30 s at the file's real rate)")
