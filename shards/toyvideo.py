@@ -154,3 +154,60 @@ def make_toy_video(
     """Renders the toy scene and writes it as H.264; returns the frames and true masks."""
     frames, masks = render_toy_frames(num_frames, width, height, seed=seed, **scene)
     return ToyVideo(write_video(path, frames, fps=fps), frames, masks, fps)
+
+
+# A camera file as EPIC-KITCHENS' head-mounted cameras write them: 1920x1080 H.264 (High
+# profile, CABAC) with a closed GOP of half a second and two B-frames between references.
+EPIC_LIKE_SIZE = (1920, 1080)
+EPIC_LIKE_GOP_SECONDS = 0.5
+
+
+def epic_like_frames(num_frames: int, width: int = 1920, height: int = 1080, fps: float = 59.94, seed: int = 0):
+    """Yields RGB frames of a textured scene seen by a wandering camera, with one textured
+    square moving on its own: camera and object speeds are per second, so the motion between
+    frames is what a head-mounted camera sees at ``fps``. Frames are rendered one at a time."""
+    rng = np.random.default_rng(seed)
+    unit = width / 1920
+    sway = np.array([160.0, 90.0]) * unit  # camera wander (pixels) around the world's centre
+    margin = (sway + 8).astype(int)
+    world = _texture(rng, height + 2 * margin[1], width + 2 * margin[0], blur=3.0 * unit)
+    side = height // 5
+    object_patch = _texture(rng, side, side, blur=2.0 * unit)
+    speed = np.array([-420.0, 240.0]) * unit / fps  # the object's on-screen speed, per frame
+    span = np.array([width - side, height - side], float)
+    start = np.array([width * 0.6 - side / 2, height * 0.4 - side / 2])
+    for t in range(num_frames):
+        phase = 2 * np.pi * t / fps
+        cam = margin + sway * np.array([np.sin(phase / 3.1), np.sin(phase / 2.3 + 1.0)])
+        shift = np.float32([[1, 0, -cam[0]], [0, 1, -cam[1]]])
+        frame = cv2.warpAffine(world, shift, (width, height), flags=cv2.INTER_LINEAR)
+        x0, y0 = (int(round(v)) for v in _bounce(start + speed * t, span))
+        frame[y0 : y0 + side, x0 : x0 + side] = object_patch
+        yield frame
+
+
+def make_epic_like_video(
+    path: str | Path, seconds: float, fps: float = 59.94, size: tuple[int, int] = EPIC_LIKE_SIZE, seed: int = 0,
+    gop_seconds: float = EPIC_LIKE_GOP_SECONDS,
+) -> Path:
+    """Writes an EPIC-like camera file (H.264, ``size`` = (W, H), closed GOP with B-frames)."""
+    import av
+
+    from shards.synth.video import exact_rate
+
+    width, height = size
+    rate = exact_rate(fps)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size = max(1, int(round(float(rate) * gop_seconds)))
+        # superfast keeps CABAC and B-frames (ultrafast drops both, and decodes faster
+        # than any camera file); closed GOPs, as cameras write them.
+        stream.codec_context.options = {"crf": "20", "bf": "2", "preset": "superfast", "profile": "high",
+                                        "x264-params": "open-gop=0:scenecut=0"}
+        for frame in epic_like_frames(int(round(seconds * float(rate))), width, height, float(rate), seed):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path

@@ -30,6 +30,7 @@ import numpy as np
 from shards.decode import DecodeError, FrameFolder, open_video, sample_frames
 from shards.motion import MotionConfig, MotionEstimator
 from shards.schema import SchemaError, encode_sample
+from shards.stopwatch import no_stopwatch
 from shards.timing import SegmentOutside
 from shards.writer import stage_sample
 
@@ -97,9 +98,13 @@ def open_source(unit: WorkUnit, short_side: int, threads: int = 1):
     return open_video(unit.source, short_side, threads=threads)
 
 
-def make_sample(source, seg: SegmentTask, settings: WorkerSettings, estimator: MotionEstimator) -> dict[str, bytes]:
+def make_sample(
+    source, seg: SegmentTask, settings: WorkerSettings, estimator: MotionEstimator, stopwatch=None
+) -> dict[str, bytes]:
     """Decodes, computes motion (and flow) and encodes one segment's sample members (the
-    record says whether the segment's stop lay past the last decodable frame: ``clamped``)."""
+    record says whether the segment's stop lay past the last decodable frame: ``clamped``).
+    ``stopwatch`` (a :class:`shards.stopwatch.Stopwatch`) times each stage for the benchmark."""
+    clock = stopwatch or no_stopwatch
     try:
         span = source.timing.span(seg.start_time, seg.stop_time)
     except SegmentOutside as err:
@@ -107,9 +112,11 @@ def make_sample(source, seg: SegmentTask, settings: WorkerSettings, estimator: M
     kept = [f - 1 for f in sample_frames(span.first + 1, span.last + 1, settings.frames)]
     fps = source.fps
     needed = estimator.required_indices(kept, source.num_frames, fps, settings.flow)
-    decoded = dict(zip(needed, source.read(needed)))
-    motion, flow = estimator.compute(decoded, kept, source.num_frames, fps, settings.flow)
-    frames = np.stack([decoded[k] for k in kept])
+    with clock("decode"):
+        decoded = dict(zip(needed, source.read(needed)))
+    motion, flow = estimator.compute(decoded, kept, source.num_frames, fps, settings.flow, stopwatch)
+    with clock("encode"):
+        frames = np.stack([decoded[k] for k in kept])
     meta = {
         "dataset": settings.dataset,
         "split": settings.split,
@@ -128,7 +135,8 @@ def make_sample(source, seg: SegmentTask, settings: WorkerSettings, estimator: M
         "frame_times": source.timing.times(kept),
         "clamped": span.clamped,
     }
-    return encode_sample(meta, frames, motion, flow, jpeg_quality=settings.jpeg_quality)
+    with clock("encode"):
+        return encode_sample(meta, frames, motion, flow, jpeg_quality=settings.jpeg_quality)
 
 
 def rate_report(video_id: str, table_fps: float, file_fps: float) -> dict | None:

@@ -95,16 +95,50 @@ def test_scale_reads_step_times_after_the_warmup(tmp_path):
 
 
 def test_shards_benchmark_times_each_stage_of_the_builder():
-    result = bench("shards", "--segments", "2", "--frames", "8", "--size", "320x180",
-                   "--short-side", "96")
+    result = bench("shards", "--input", "toy", "--segments", "2", "--frames", "8", "--size", "320x180",
+                   "--short-side", "96", "--flow-stride", "4,6", "--workers", "1,2")
     assert result["benchmark"] == "shards" and result["samples"] == 2
     assert result["stored_size"] == [96, 171]  # 320 x 96 / 180, rounded
-    for key in ("decode_frames_per_s", "motion_frames_per_s", "write_frames_per_s", "layout_frames_per_s",
-                "overall_frames_per_s", "bytes_per_sample"):
+    for key in ("decode_only_frames_per_s", "decode_frames_per_s", "motion_frames_per_s", "write_frames_per_s",
+                "layout_frames_per_s", "overall_frames_per_s", "bytes_per_sample"):
         assert positive(result[key]), key
-    # The overall rate is that of the stages one after the other.
+    stages = ("open", "decode", "flow_input", "flow", "homography", "compensation", "morphology", "warp_flow",
+              "encode", "staging", "layout")
+    assert list(result["seconds"]) == list(stages) == list(result["cpu_ms_per_kept_frame"])
+    assert all(positive(result["seconds"][s]) for s in stages if s != "warp_flow")
+    assert result["seconds"]["warp_flow"] == 0  # no --flow
+    # The overall rate is that of the stages one after the other; the build's share of the
+    # decode-only rate follows from the two rates.
     kept = result["samples"] * result["frames_per_sample"]
     assert result["overall_frames_per_s"] == pytest.approx(kept / sum(result["seconds"].values()))
+    assert result["build_vs_decode"] == pytest.approx(result["overall_frames_per_s"] / result["decode_only_frames_per_s"])
+    # One build per flow stride, the first one's figures on top; the worker counts' rates.
+    assert set(result["by_flow_stride"]) == {"4", "6"} and result["flow_stride"] == 4
+    assert result["by_flow_stride"]["4"]["overall_frames_per_s"] == result["overall_frames_per_s"]
+    assert positive(result["by_flow_stride"]["6"]["cpu_ms_per_kept_frame"]["flow"])
+    assert set(result["workers_frames_per_s"]) == {"1", "2"} and result["workers_speedup"]["1"] == 1.0
+    assert all(positive(v) for v in result["workers_frames_per_s"].values())
+
+
+def test_shards_benchmark_epic_like_input_has_camera_gops_at_both_rates(tmp_path):
+    import av
+    from av.video.frame import PictureType
+
+    from shards.decode import DecordVideo, open_video
+
+    result = bench("shards", "--segments", "3", "--frames", "4", "--size", "320x180", "--short-side", "96",
+                   "--flow", "--work", str(tmp_path))
+    assert result["input"].startswith("EPIC-like") and result["samples"] == 3
+    assert [(v["fps"], v["segments"]) for v in result["videos"]] == [(59.94, 2), (50.0, 1)]
+    assert positive(result["seconds"]["warp_flow"])
+    for video in result["videos"]:
+        (path,) = tmp_path.glob(f"{video['video_id']}-*/{video['video_id']}.MP4")
+        with av.open(str(path)) as container:
+            frames = list(container.decode(container.streams.video[0]))
+        keys = [i for i, f in enumerate(frames) if f.key_frame]
+        assert keys[:3] == [0, round(video["fps"] / 2), 2 * round(video["fps"] / 2)]  # half-second GOPs
+        assert any(int(f.pict_type) == int(PictureType.B) for f in frames)  # with B-frames
+        assert isinstance(open_video(path, 96), DecordVideo)  # closed GOPs: decord's index is exact
 
 
 def test_loader_needs_the_videos_of_given_shards(tmp_path):
