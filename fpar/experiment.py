@@ -13,7 +13,7 @@ from typing import Literal, Sequence
 
 from fpar.config import ConfigError, load_config
 from fpar.data.config import DataConfig
-from fpar.data.views import CROP_COUNTS, View, test_views
+from fpar.data.views import CROP_COUNTS, View, view_set
 from fpar.engine.optim import OptimConfig, StageConfig
 from fpar.models.config import ModelConfig
 
@@ -114,7 +114,7 @@ class EvalConfig:
 
     def views(self) -> tuple[View, ...]:
         """The test-time views of every segment."""
-        return test_views(self.clips, self.crops)
+        return view_set(self.clips, self.crops)
 
 
 @dataclasses.dataclass

@@ -43,7 +43,7 @@ from fpar.data.config import DataConfig
 from fpar.data.plan import (RankPlan, rank_plan, shard_entries, split_range, steps_per_epoch,
                             with_views)
 from fpar.data.reader import SampleReader
-from fpar.data.views import View
+from fpar.data.views import View, single_view
 from fpar.data.worker import PassBatches, emit_batches, init_worker, pass_through, worker_context
 from shards.schema import read_manifest
 
@@ -163,7 +163,7 @@ class ShardStream:
         segment's views may straddle batches), and the report counts views.
         """
         plan = self.plan(0, train=False)
-        if len(views) > 1:
+        if not single_view(views):
             plan = with_views(plan, tuple(views))
         report = PassReport(plan.n_rank, self.cfg.max_shortfall)
         self._report = report

@@ -44,7 +44,7 @@ class View:
     flip: bool = False
 
 
-def test_views(clips: int, crops: int) -> tuple[View, ...]:
+def view_set(clips: int, crops: int) -> tuple[View, ...]:
     """The K x C views of a segment, temporal position major; the first is never mirrored.
 
     Raises:
@@ -58,6 +58,12 @@ def test_views(clips: int, crops: int) -> tuple[View, ...]:
     flips = (False, True) if crops == 10 else (False,)
     return tuple(View(k, clips, side, flip) for k in range(clips) for flip in flips
                  for side in sides)
+
+
+def single_view(views) -> bool:
+    """Whether ``views`` is the default single view (or none): the chunk centres and the
+    centre crop, read and scored as without views."""
+    return tuple(views) in ((), (View(),))
 
 
 def side_fraction(view: View, fraction: float) -> float:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from fpar.data.batch import prepare_batch
-from fpar.data.views import View
+from fpar.data.views import View, single_view
 from fpar.engine import distributed
 from fpar.engine.run_log import SegmentProgress
 from fpar.evaluation.views import ViewAverage
@@ -28,7 +28,7 @@ def predict_stream(forward: Callable[[dict], object], stream, device: torch.devi
     """:func:`predict` over a ``ShardStream``'s evaluation pass with test-time ``views``
     (one view: the chunk centres and the centre crop), averaged by ``aggregate``;
     ``progress`` shows this rank's segments/s."""
-    average = ViewAverage(views, stream.cfg.mirrored, aggregate) if len(views) > 1 else None
+    average = None if single_view(views) else ViewAverage(views, stream.cfg.mirrored, aggregate)
     meter = SegmentProgress(stream.num_rank_samples) if progress else None
     return predict(forward, stream.eval_batches(views), device, dtype, average, meter)
 
