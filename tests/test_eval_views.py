@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +20,13 @@ from fpar.data.sampling import temporal_indices
 from fpar.data.transforms import centre_box, crop_frames
 from fpar.data.views import View, view_set, view_box
 from fpar.engine.predict import predict, predict_stream
+from fpar.evaluation.scores import load_scores, read_views
 from fpar.evaluation.views import ViewAverage, describe_views
 from fpar.experiment import load_experiment
 from fpar.models import build_model
 from fpar.models.output import ModelOutput
+from fpar.report.assemble import metrics_section
+from fpar.report.collect import SplitSource, evaluate_split
 from shards.schema import decode_sample
 from shards.synth.vocab import VERBS
 from test_data_stream import build_shards
@@ -321,3 +327,66 @@ def test_mirrored_move_left_view_counts_for_move_left(synthetic_epic55_shards): 
         probs = np.exp(scores["verb"][i].astype(np.float64))
         if segment in moving:
             assert probs[MOVE_LEFT] == pytest.approx(probs[MOVE_RIGHT]) and probs.max() < 0.6
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def fpar(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "launcher.cli", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_multi_view_run_scores_once_per_segment_on_two_ranks_and_reads_everywhere(
+        synthetic_epic55_shards, tmp_path):  # noqa: F811
+    shards, kitchens = synthetic_epic55_shards, synthetic_epic55_shards.parent / "kitchens"
+    annotations = kitchens / "annotations"
+    s2 = tmp_path / "s2"
+    fpar("shards", "build", "--format", "epic55", "--root", str(kitchens / "videos"),
+         "--annotations", str(annotations), "--split", "s2", "--out", str(s2), "--frames", "4",
+         "--short-side", "96", "--no-progress")
+    run = tmp_path / "run"
+    fpar("train", str(TINY), f"data.train_shards={shards / 'train'}",
+         f"eval.test_splits={{s1: {shards / 's1'}, s2: {s2}}}", "data.batch_size=4",
+         "train.stages=[{epochs: 1}]", "eval.validate_every_epochs=0", "eval.clips=2",
+         "eval.crops=3", "--run-dir", str(run))
+    record = {"clips": 2, "crops": 3, "views": 6, "aggregate": "prob"}
+    saved = load_experiment(run / "config.yaml").eval
+    assert (saved.clips, saved.crops, saved.aggregate) == (2, 3, "prob")
+    assert read_views(run / "scores_s1.pt") == record
+    # fpar eval on two ranks: every segment once, the one-rank scores of training.
+    two = tmp_path / "two.pt"
+    fpar("eval", str(run), "--split", "s1", "--nproc", "2", "--out", str(two))
+    ids, outputs = load_scores(two)
+    one_ids, one_outputs = load_scores(run / "scores_s1.pt")
+    assert len(ids) == len(set(ids)) == 4 and sorted(ids) == sorted(one_ids)
+    order = [one_ids.index(i) for i in ids]
+    for head in ("verb", "noun"):
+        np.testing.assert_allclose(outputs[head], one_outputs[head][order], atol=1e-4)
+        np.testing.assert_allclose(np.exp(outputs[head].astype(np.float64)).sum(1), 1.0,
+                                   rtol=1e-5)
+    assert read_views(two) == record
+    single = tmp_path / "single.pt"
+    fpar("eval", str(run), "--split", "s1", "--clips", "1", "--crops", "1", "--out", str(single))
+    assert read_views(single)["views"] == 1
+    assert not np.allclose(load_scores(single)[1]["verb"][order], outputs["verb"], atol=1e-3)
+    # The official tools read the multi-view files as they are.
+    scores = [str(run / "scores_s1.pt"), str(run / "scores_s2.pt")]
+    text = fpar("metrics", *scores, "--format", "epic55", "--annotations", str(annotations)).stdout
+    assert "[s1] 4 segments" in text and "6 views (2 clips x 3 crops, mean of probabilities)" in text
+    archive = tmp_path / "sub.zip"
+    fpar("submission", *scores, "--format", "epic55", "--test-timestamps",
+         str(annotations / "EPIC_test_s1_timestamps.csv"),
+         str(annotations / "EPIC_test_s2_timestamps.csv"), "--out", str(archive))
+    with zipfile.ZipFile(archive) as zf:
+        assert sorted(zf.namelist()) == ["seen.json", "unseen.json"]
+    result = evaluate_split("epic55", SplitSource("s1", run / "scores_s1.pt",
+                                                  annotations=annotations, split="s1"))
+    assert result.views == record
+    assert "s1: scored from 6 views (2 clips x 3 crops, mean of probabilities)" in \
+        metrics_section([result]).notes
+    with pytest.raises(AssertionError, match="--crops must be one of"):
+        fpar("eval", str(run), "--split", "s1", "--crops", "4")
