@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import subprocess
 import sys
@@ -213,7 +214,7 @@ def test_one_view_scores_as_without_views(toy_shards):
         assert a.keys() == b.keys() and torch.equal(a["frames"], b["frames"])
     # Each clip is the chunk centres and the centre crop (no JPEG reduction at this size).
     raws = [r for shard in sorted(toy_shards.glob("*.tar"))
-            for r in tar_samples(str(shard), open(shard, "rb"))]
+            for r in tar_samples(str(shard), io.BytesIO(shard.read_bytes()))]
     frames = torch.cat([b["frames"] for b in batches]).numpy()
     for raw, clip in zip(raws, frames, strict=True):
         sample = decode_sample(raw, temporal_indices(9, data.num_frames, train=False))
