@@ -13,6 +13,7 @@ from typing import Literal, Sequence
 
 from fpar.config import ConfigError, load_config
 from fpar.data.config import DataConfig
+from fpar.data.views import CROP_COUNTS, View, view_set
 from fpar.engine.optim import OptimConfig, StageConfig
 from fpar.models.config import ModelConfig
 
@@ -87,12 +88,33 @@ class EvalConfig:
         test_splits: Splits evaluated at the end of training, each ``name: shard folder``
             (e.g. ``s1`` and ``s2`` on EPIC-55); empty = ``test: data.test_shards`` when set.
         final_checkpoint: Which weights the final evaluation uses: ``last`` or ``best``.
+        clips: Test-time temporal positions per segment (K, evenly spread inside each
+            chunk; 1 = the chunk centres) of the test splits' scores and ``fpar eval``.
+        crops: Crops per position (C): 1 (centre), 3 (PySlowFast's three-crop), 5 (corners
+            and centre) or 10 (those and their mirrors, TSN's over-sampling); see
+            :mod:`fpar.data.views`. Validation during training always uses one view.
+        aggregate: How the K x C views of a segment are combined: ``prob`` (mean of the
+            softmax, stored as its log) or ``logit`` (mean of the logits).
     """
 
     validate_every_epochs: int = 1
     best_metric: str = "mean_top1"
     test_splits: dict[str, str] = dataclasses.field(default_factory=dict)
     final_checkpoint: Literal["last", "best"] = "last"
+    clips: int = 1
+    crops: int = 1
+    aggregate: Literal["prob", "logit"] = "prob"
+
+    def __post_init__(self) -> None:
+        if self.clips < 1:
+            raise ValueError(f"eval.clips must be >= 1, got {self.clips}")
+        if self.crops not in CROP_COUNTS:
+            raise ValueError(f"eval.crops must be one of {', '.join(map(str, CROP_COUNTS))}, "
+                             f"got {self.crops}")
+
+    def views(self) -> tuple[View, ...]:
+        """The test-time views of every segment."""
+        return view_set(self.clips, self.crops)
 
 
 @dataclasses.dataclass

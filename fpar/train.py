@@ -17,9 +17,10 @@ import torch
 from fpar.config import ConfigError, save_config
 from fpar.engine import checkpoint as ckpt
 from fpar.engine import deepspeed_setup, distributed, preemption
-from fpar.engine.predict import predict
+from fpar.engine.predict import predict_stream
 from fpar.engine.run_log import attach_log_file
 from fpar.evaluation.classification import top1_metrics
+from fpar.evaluation.views import describe_views, views_record
 from fpar.experiment import ExperimentConfig, load_experiment
 from fpar.io import atomic_write_json
 
@@ -207,9 +208,10 @@ def _score_split(trainer, cfg: ExperimentConfig, layout, split: str, folder: str
     stream = ShardStream(cfg.data, folder, train=False, rank=layout.rank,
                          world_size=layout.world_size, seed=cfg.seed,
                          pin_memory=trainer.device.type == "cuda")
-    ids, logits, labels = trainer.predict(stream)
+    ids, logits, labels = trainer.predict(stream, cfg.eval.views(), cfg.eval.aggregate,
+                                          progress=layout.is_main)
     if layout.is_main:
-        save_scores(out, ids, logits)
+        save_scores(out, ids, logits, views=views_record(cfg.eval))
         log.info("%s: %d segments scored -> %s %s", split, len(ids), out,
                  top1_metrics(logits, labels))
     distributed.barrier()
@@ -254,7 +256,8 @@ def _split_key(cfg: ExperimentConfig, split: str) -> str:
             "validation": "data.val_shards"}.get(split, f"data.{split}_shards")
 
 
-def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | None = None) -> Path:
+def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | None = None,
+             overrides: Sequence[str] = ()) -> Path:
     """Scores a split with a run's latest (or a given) checkpoint; one row per segment.
 
     Args:
@@ -262,6 +265,7 @@ def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | No
             checkpoint folder ``run/checkpoints/stepNNNNNNNN``.
         split: ``train``, ``val``, ``test``, a name of ``eval.test_splits``, or a shard folder.
         out: Scores file (default ``run/scores_<split>.pt``).
+        overrides: ``eval.*=value`` settings replacing the run's (``eval.clips=2``).
 
     Returns:
         The scores file (written by rank 0; every rank returns its path).
@@ -273,7 +277,7 @@ def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | No
     from fpar.preflight import check_shard_folder
 
     run_dir, tag_dir = _locate_checkpoint(Path(run_dir_or_checkpoint))
-    cfg = resolve_config(None, (), run_dir)
+    cfg = resolve_config(None, overrides, run_dir)
     folder = split if Path(split).is_dir() else cfg.shard_dir(split)
     name = Path(split).name if Path(split).is_dir() else split
     check_shard_folder(cfg, "--split" if Path(split).is_dir() else _split_key(cfg, split), folder)
@@ -289,11 +293,14 @@ def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | No
         stream = ShardStream(cfg.data, folder, train=False, rank=layout.rank,
                              world_size=layout.world_size, seed=cfg.seed,
                              pin_memory=device.type == "cuda")
-        ids, logits, labels = predict(model, stream.eval_batches(), device)
+        ids, logits, labels = predict_stream(model, stream, device, views=cfg.eval.views(),
+                                             aggregate=cfg.eval.aggregate,
+                                             progress=layout.is_main)
         if layout.is_main:
-            save_scores(out, ids, logits)
-            log.info("%s (%s): %d segments scored with %s -> %s %s", name, folder, len(ids),
-                     tag_dir.name, out, top1_metrics(logits, labels))
+            save_scores(out, ids, logits, views=views_record(cfg.eval))
+            log.info("%s (%s): %d segments scored with %s from %s -> %s %s", name, folder,
+                     len(ids), tag_dir.name, describe_views(views_record(cfg.eval)), out,
+                     top1_metrics(logits, labels))
         return out
     finally:
         distributed.teardown()

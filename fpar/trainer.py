@@ -27,7 +27,7 @@ from fpar.engine import checkpoint as ckpt
 from fpar.engine import deepspeed_setup, distributed, preemption
 from fpar.engine.optim import build_adam, scheduler_factory, stage_param_groups
 from fpar.data.batch import prepare_batch
-from fpar.engine.predict import predict
+from fpar.engine.predict import predict_stream
 from fpar.engine.run_log import RunLog
 from fpar.evaluation.classification import top1_metrics
 from fpar.experiment import ExperimentConfig
@@ -382,12 +382,15 @@ class Trainer:
             self.state.best_score = score
         return metrics, is_best
 
-    def predict(self, stream) -> tuple[list[str], dict, dict]:
-        """Scores every segment of ``stream`` once (rows gathered from all ranks)."""
+    def predict(self, stream, views: tuple = (), aggregate: str = "prob",
+                progress: bool = False) -> tuple[list[str], dict, dict]:
+        """Scores every segment of ``stream`` once (rows gathered from all ranks), from
+        its test-time ``views`` (default: one)."""
         distributed.average_buffers(self.engine.module)
         self.engine.eval()
         try:
-            return predict(self.engine, stream.eval_batches(), self.device, self.dtype)
+            return predict_stream(self.engine, stream, self.device, self.dtype, views,
+                                  aggregate, progress)
         finally:
             self.engine.train()
 

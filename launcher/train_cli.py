@@ -40,13 +40,26 @@ def register(subparsers) -> None:
     ev = subparsers.add_parser(
         "eval", help="score a split with a trained run's checkpoint (scores file)",
         description="Write an EPIC-format scores file for a split: exactly one row per "
-        "segment, also with several processes.")
+        "segment, also with several processes. A segment is scored from the run's "
+        "eval.clips x eval.crops test-time views (--clips/--crops override), averaged by "
+        "eval.aggregate; the file records the views.")
     ev.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT",
                     help="run folder (its latest complete checkpoint) or a checkpoint folder")
     ev.add_argument("--split", required=True,
                     help="train, val, test, a name of eval.test_splits, or a shard folder")
     ev.add_argument("--nproc", type=int, default=1, help="local processes (ranks); default 1")
     ev.add_argument("--out", metavar="FILE", help="scores file (default RUN_DIR/scores_SPLIT.pt)")
+    ev.add_argument("--clips", type=int, metavar="K",
+                    help="temporal positions per segment, evenly spread inside each chunk "
+                    "(default: the run's eval.clips; 1 = the chunk centres)")
+    ev.add_argument("--crops", type=int, metavar="C",
+                    help="crops per position: 1 centre, 3 left/centre/right full-height "
+                    "squares (PySlowFast), 5 corners and centre, 10 those and their mirrors "
+                    "(TSN over-sampling) (default: the run's eval.crops)")
+    ev.add_argument("--aggregate", choices=("prob", "logit"),
+                    help="combine the K x C views by the mean of the softmax, stored as its "
+                    "log (prob), or the mean of the logits (logit) (default: the run's "
+                    "eval.aggregate)")
     ev.set_defaults(func=eval_main)
 
 
@@ -127,7 +140,22 @@ def eval_main(args: argparse.Namespace) -> int:
         return 2
 
 
+def _view_overrides(args: argparse.Namespace) -> list[str]:
+    """``eval.clips=K``-style overrides of the options given."""
+    return [f"eval.{flag}={getattr(args, flag)}" for flag in ("clips", "crops", "aggregate")
+            if getattr(args, flag) is not None]
+
+
 def _eval(args: argparse.Namespace) -> int:
+    if args.clips is not None or args.crops is not None or args.aggregate is not None:
+        from fpar.config import ConfigError
+        from fpar.experiment import EvalConfig
+
+        try:  # a bad count is refused before any process starts
+            EvalConfig(clips=1 if args.clips is None else args.clips,
+                       crops=1 if args.crops is None else args.crops)
+        except ValueError as err:
+            raise ConfigError(str(err).replace("eval.", "--")) from err
     if args.nproc > 1:
         if _under_launcher():
             print("fpar eval: --nproc > 1 under torchrun/SLURM", file=sys.stderr)
@@ -136,9 +164,12 @@ def _eval(args: argparse.Namespace) -> int:
 
         argv = _child_argv(args, "eval") + [args.checkpoint, "--split", args.split]
         argv += ["--out", args.out] if args.out else []
+        for flag in ("clips", "crops", "aggregate"):
+            if getattr(args, flag) is not None:
+                argv += [f"--{flag}", str(getattr(args, flag))]
         return launch(argv, args.nproc)
     from fpar.train import evaluate
 
-    path = evaluate(args.checkpoint, args.split, args.out)
+    path = evaluate(args.checkpoint, args.split, args.out, _view_overrides(args))
     print(path)
     return 0

@@ -17,7 +17,9 @@ import pandas as pd
 import pytest
 
 from launcher.bench import BENCHMARKS
+from fpar.evaluation.scores import read_views
 from launcher.benchmarks import accuracy, scale
+from launcher.benchmarks.views import parse_view_sets
 from launcher.benchmarks.stats import mean_std, median
 
 MACHINE_KEYS = {"cpu", "cores", "torch_threads", "gpu", "torch", "deepspeed", "date",
@@ -57,6 +59,13 @@ def test_mean_std_is_the_sample_deviation():
     assert median([3.0, 1.0, 2.0, 10.0]) == 2.5
     with pytest.raises(ValueError):
         mean_std([])
+
+
+def test_view_sets_are_parsed_and_checked():
+    assert parse_view_sets("1x1, 2X3") == [(1, 1), (2, 3)]
+    for bad in ("2x4", "0x1", "3", ","):
+        with pytest.raises(SystemExit, match="--views"):
+            parse_view_sets(bad)
 
 
 def test_accuracy_summary_per_split_and_task():
@@ -241,3 +250,15 @@ def test_accuracy_reports_each_system_on_seen_and_unseen(tiny_work):
             expected = round(100.0 * float((test[f"{task}_class"] == majority).mean()), 1)
             assert result["majority_top1"][task][split] == expected, (task, split)
     assert result["majority_top1"]["verb"] == oracle["majority"]
+    # Scored again by fpar eval: one view gives the training's own scores, 2 x 3 views too.
+    for system in ("sparnet", "baseline"):
+        views = result["views"][system]
+        assert set(views) == {"1x1", "2x3"}
+        for split in ("s1", "s2"):
+            for task in ("verb", "noun", "action"):
+                assert views["1x1"]["top1"][split][task] == \
+                    result["top1"][system][split][task]["mean"]
+                assert 0.0 <= views["2x3"]["top1"][split][task] <= 100.0
+            assert positive(views["2x3"]["eval_wall_s"][split])
+    scored = tiny_work / "runs" / "sparnet_seed0" / "views_2x3" / "scores_s1.pt"
+    assert read_views(scored) == {"clips": 2, "crops": 3, "views": 6, "aggregate": "prob"}

@@ -109,6 +109,13 @@ def test_metrics_table_carries_exact_values_and_notes_unlabelled_splits():
     assert section.notes == ["split test: no metrics (no labels)"]
 
 
+def test_metrics_section_says_how_many_views_made_the_scores():
+    multi = _result("s1", {"segments": 4.0})
+    multi.views = {"clips": 10, "crops": 3, "views": 30, "aggregate": "logit"}
+    section = metrics_section([multi, _result("s2", {"segments": 8.0})])
+    assert section.notes == ["s1: scored from 30 views (10 clips x 3 crops, mean of logits)"]
+
+
 def test_comparison_needs_two_labelled_splits(tmp_path):
     one = comparison_section("epic55", [_result("s1", {"verb_top1": 10.0})], tmp_path)
     assert not one.figures and "needs two or more" in one.notes[0]

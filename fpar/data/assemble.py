@@ -34,6 +34,7 @@ class BatchParts:
 
     ``items`` hold per row ``{"pos", "status", "repeat"[, "problem"]}``; ``good`` lists the
     rows holding a decoded clip; the other rows of the buffers are undefined until filled.
+    ``view`` holds each row's view number in a pass with several test-time views.
     """
 
     first: int
@@ -44,6 +45,7 @@ class BatchParts:
     labels: dict[str, list[int]] = field(default_factory=dict)
     segment_id: list[str] = field(default_factory=list)
     repeat: list[bool] = field(default_factory=list)
+    view: list[int] | None = None
 
     def pin_memory(self) -> "BatchParts":
         """Moves the buffers to pinned memory (the DataLoader's pinning thread calls this)."""
@@ -64,7 +66,8 @@ def assemble(reader: SampleReader, plan: RankPlan, first: int, size: int, cfg: D
     frames = allocate((rows, cfg.num_frames, cfg.crop_size, cfg.crop_size, 3))
     frame_rows = frames.numpy()
     parts = BatchParts(first, [], [], frames, labels={k: [-1] * rows for k in cfg.label_keys},
-                       segment_id=[""] * rows, repeat=[True] * rows)
+                       segment_id=[""] * rows, repeat=[True] * rows,
+                       view=[plan.view(pos)[0] for pos in positions] if plan.views else None)
     decoded: dict[str, list] = {key: [] for key in MAP_KEYS}
     for row, pos in enumerate(positions):
         index, repeat = plan.source(pos)
@@ -76,7 +79,7 @@ def assemble(reader: SampleReader, plan: RankPlan, first: int, size: int, cfg: D
             continue
         try:
             clip = make_clip(raw.sample, cfg, train=train, seed=seed, epoch=epoch,
-                             frames_out=frame_rows[row])
+                             frames_out=frame_rows[row], view=plan.view(pos)[1])
         except UndecodableSample as err:
             item.update(status=UNDECODABLE, problem=str(err))
             continue
@@ -140,6 +143,8 @@ def loader_batch(parts: BatchParts, rows: Sequence[int] | None = None) -> dict:
         batch[key] = torch.tensor([values[r] for r in keep], dtype=torch.int64)
     batch["segment_id"] = [parts.segment_id[r] for r in keep]
     batch["is_repeat"] = torch.tensor([parts.repeat[r] for r in keep], dtype=torch.bool)
+    if parts.view is not None:
+        batch["view"] = torch.tensor([parts.view[r] for r in keep], dtype=torch.int64)
     return batch
 
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from fpar.data.config import DataConfig
 from fpar.data.sampling import rng_for, temporal_indices
+from fpar.data.views import View, side_fraction, view_box
 from fpar.data.transforms import (
-    centre_box,
     crop_flow,
     crop_frames,
     crop_maps,
@@ -58,7 +58,7 @@ def reduction(short_side: int, smallest_fraction: float, crop_size: int) -> int:
 
 
 def make_clip(raw: dict[str, Any], cfg: DataConfig, *, train: bool, seed: int, epoch: int,
-              frames_out: Any = None) -> dict:
+              frames_out: Any = None, view: View | None = None) -> dict:
     """Decodes, samples and augments one raw sample.
 
     Args:
@@ -70,6 +70,8 @@ def make_clip(raw: dict[str, Any], cfg: DataConfig, *, train: bool, seed: int, e
         epoch: Epoch number.
         frames_out: Optional uint8 (T, S, S, 3) array the frames are cropped into (a
             clip's rows of a batch buffer: no copy when batching).
+        view: At test, the view to take (:mod:`fpar.data.views`); None: the chunk
+            centres and the centre crop.
 
     Returns:
         One clip of the loader batch (:mod:`fpar.data.batch`): ``frames`` uint8
@@ -82,7 +84,7 @@ def make_clip(raw: dict[str, Any], cfg: DataConfig, *, train: bool, seed: int, e
     """
     key = str(raw.get("__key__", "?"))
     try:
-        return _make_clip(raw, cfg, train, seed, epoch, key, frames_out)
+        return _make_clip(raw, cfg, train, seed, epoch, key, frames_out, view)
     except SchemaError as err:  # decode_sample's message names the sample already
         raise UndecodableSample(str(err)) from err
     except UndecodableSample as err:
@@ -92,18 +94,20 @@ def make_clip(raw: dict[str, Any], cfg: DataConfig, *, train: bool, seed: int, e
 
 
 def _make_clip(raw: dict, cfg: DataConfig, train: bool, seed: int, epoch: int, key: str,
-               frames_out: Any) -> dict:
+               frames_out: Any, view: View | None) -> dict:
     meta = json.loads(bytes(raw[META_EXT]).decode("utf-8"))
     height, width = (int(v) for v in meta["frame_size"])
     count = int(meta["num_frames"])
     rng = rng_for(seed, epoch, key) if train else None
-    picks = temporal_indices(count, cfg.num_frames, train, rng)
     if train:
+        picks = temporal_indices(count, cfg.num_frames, True, rng)
         box = train_box(width, height, cfg.scales, cfg.flip, rng)
         smallest = min(cfg.scales)
     else:
-        box = centre_box(width, height, cfg.test_crop_fraction)
-        smallest = cfg.test_crop_fraction
+        view = view or View()
+        picks = temporal_indices(count, cfg.num_frames, False, clip=view.clip, clips=view.clips)
+        box = view_box(view, width, height, cfg.test_crop_fraction)
+        smallest = side_fraction(view, cfg.test_crop_fraction)
     factor = reduction(min(height, width), smallest, cfg.crop_size) if cfg.reduced_decode else 1
     # Frames are decoded one at a time as the crop reads them: one frame in cache at once.
     sample = decode_sample({**raw, META_EXT: meta}, picks, reduction=factor,

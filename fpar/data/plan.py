@@ -47,10 +47,14 @@ class RankPlan:
     Attributes:
         indices: The folder index read at each position of the pass.
         repeats: Positions (of ``indices``) that repeat a sample already in the epoch.
+        views: Test-time views of every sample (:mod:`fpar.data.views`), empty for one
+            view: then ``len(views)`` consecutive positions read the same sample, one view
+            each.
     """
 
     indices: tuple[int, ...]
     repeats: frozenset[int] = frozenset()
+    views: tuple = ()
 
     @property
     def total(self) -> int:
@@ -65,6 +69,21 @@ class RankPlan:
     def source(self, position: int) -> tuple[int, bool]:
         """Folder index read for ``position`` and whether that position is a repeat."""
         return self.indices[position], position in self.repeats
+
+    def view(self, position: int) -> tuple[int, object]:
+        """``(view number, view)`` of ``position``; ``(0, None)`` for a one-view pass."""
+        if not self.views:
+            return 0, None
+        number = position % len(self.views)
+        return number, self.views[number]
+
+
+def with_views(plan: RankPlan, views: tuple) -> RankPlan:
+    """An evaluation plan reading each of its samples once per view, views consecutive."""
+    if plan.repeats:
+        raise ValueError("test-time views are for evaluation passes, which repeat no sample")
+    indices = tuple(index for index in plan.indices for _ in views)
+    return RankPlan(indices, frozenset(), tuple(views))
 
 
 def split_range(total: int, parts: int, index: int) -> tuple[int, int]:

@@ -37,19 +37,24 @@ def rng_for(seed: int, epoch: int, *parts: int | str) -> np.random.Generator:
 
 
 def temporal_indices(
-    num_stored: int, num_frames: int, train: bool, rng: np.random.Generator | None = None
+    num_stored: int, num_frames: int, train: bool, rng: np.random.Generator | None = None,
+    clip: int = 0, clips: int = 1,
 ) -> np.ndarray:
     """Chooses ``num_frames`` of ``num_stored`` frames, one per equal chunk (TSN-style).
 
     The stored frames are split into ``num_frames`` equal chunks; training takes a
-    uniformly random frame inside each chunk, testing the centre one. With fewer stored
-    frames than wanted, chunks are shorter than a frame and frames repeat in order.
+    uniformly random frame inside each chunk, testing the centre one, or with ``clips``
+    K > 1 test positions the ``clip``-th of K evenly spread ones: chunk offsets
+    ``(2k + 1) / 2K`` of a chunk (TSN's test-time segments). With fewer stored frames
+    than wanted, chunks are shorter than a frame and frames repeat in order.
 
     Args:
         num_stored: M, frames stored for the segment (>= 1).
         num_frames: N, frames the clip needs (>= 1).
-        train: Random positions (True) or chunk centres (False).
+        train: Random positions (True) or test positions (False).
         rng: Generator for the random positions; required when ``train``.
+        clip: At test, which of the ``clips`` positions (k in ``[0, clips)``).
+        clips: At test, K positions per chunk (1: the chunk centres).
 
     Returns:
         int64 array of N non-decreasing indices in ``[0, num_stored)``.
@@ -63,8 +68,12 @@ def temporal_indices(
         if rng is None:
             raise ValueError("training-time sampling needs a random generator")
         offsets = (rng.random(num_frames) * chunk).tolist()
-    else:
+    elif clips == 1:
         offsets = [chunk / 2.0] * num_frames
+    else:
+        if not 0 <= clip < clips:
+            raise ValueError(f"clip {clip} is not in [0, {clips})")
+        offsets = [chunk * (2 * clip + 1) / (2 * clips)] * num_frames
     # Python floats: the same IEEE arithmetic as numpy's, without its per-call overhead.
     last = num_stored - 1
     return np.array([min(max(math.floor(i * chunk + offset), 0), last)

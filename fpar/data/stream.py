@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader
@@ -40,8 +40,10 @@ from fpar.data.accounting import DataShortfallError, PassReport, fill_batches
 from fpar.data.assemble import BatchParts, local_allocator, loader_batch
 from fpar.data.clip import required_members
 from fpar.data.config import DataConfig
-from fpar.data.plan import RankPlan, rank_plan, shard_entries, split_range, steps_per_epoch
+from fpar.data.plan import (RankPlan, rank_plan, shard_entries, split_range, steps_per_epoch,
+                            with_views)
 from fpar.data.reader import SampleReader
+from fpar.data.views import View, single_view
 from fpar.data.worker import PassBatches, emit_batches, init_worker, pass_through, worker_context
 from shards.schema import read_manifest
 
@@ -151,14 +153,18 @@ class ShardStream:
             yield loader_batch(parts)
         report.finish()
 
-    def eval_batches(self) -> Iterator[dict]:
+    def eval_batches(self, views: Sequence[View] = ()) -> Iterator[dict]:
         """Evaluation batches: this rank's share of the segments, each exactly once.
 
         Batches hold up to ``eval_batch_size`` clips: the last one, and any with skipped
         (undecodable or missing) segments, fewer; skipped segments are reported in
-        :meth:`epoch_report`.
+        :meth:`epoch_report`. With several test-time ``views`` (:mod:`fpar.data.views`)
+        each segment comes as that many consecutive clips, a ``view`` number each (the
+        segment's views may straddle batches), and the report counts views.
         """
         plan = self.plan(0, train=False)
+        if not single_view(views):
+            plan = with_views(plan, tuple(views))
         report = PassReport(plan.n_rank, self.cfg.max_shortfall)
         self._report = report
         for parts in self._recorded(plan, 0, self.cfg.eval_batch_size, 0, False, report):

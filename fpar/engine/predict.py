@@ -1,28 +1,52 @@
-"""Prediction over an evaluation stream: one row per segment, gathered over ranks."""
+"""Prediction over an evaluation stream: one row per segment, gathered over ranks.
+
+With several test-time views a segment's views are all read by the rank that owns the
+segment, consecutively, and averaged there as they arrive (:mod:`fpar.evaluation.views`):
+a batch holds views, so memory does not grow with the number of views, and the gathered
+rows are one per segment exactly as with one view.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
 from fpar.data.batch import prepare_batch
+from fpar.data.views import View, single_view
 from fpar.engine import distributed
+from fpar.engine.run_log import SegmentProgress
+from fpar.evaluation.views import ViewAverage
 
 LABEL_KEYS = ("verb", "noun", "class")
 
 
+def predict_stream(forward: Callable[[dict], object], stream, device: torch.device,
+                   dtype: torch.dtype = torch.float32, views: Sequence[View] = (),
+                   aggregate: str = "prob", progress: bool = False):
+    """:func:`predict` over a ``ShardStream``'s evaluation pass with test-time ``views``
+    (one view: the chunk centres and the centre crop), averaged by ``aggregate``;
+    ``progress`` shows this rank's segments/s."""
+    average = None if single_view(views) else ViewAverage(views, stream.cfg.mirrored, aggregate)
+    meter = SegmentProgress(stream.num_rank_samples) if progress else None
+    return predict(forward, stream.eval_batches(views), device, dtype, average, meter)
+
+
 @torch.no_grad()
 def predict(forward: Callable[[dict], object], batches: Iterable[dict], device: torch.device,
-            dtype: torch.dtype = torch.float32):
+            dtype: torch.dtype = torch.float32, views: ViewAverage | None = None,
+            progress: SegmentProgress | None = None):
     """Runs ``forward`` over this rank's batches and gathers every rank's rows.
 
     Args:
         forward: ``batch -> ModelOutput`` (the model in eval mode).
-        batches: This rank's evaluation batches (``segment_id`` plus inputs and labels).
+        batches: This rank's evaluation batches (``segment_id`` plus inputs and labels;
+            ``view`` numbers with several views).
         device: Where the model runs.
         dtype: Floating dtype of the model's inputs.
+        views: Averages the rows of each segment's views, for batches of several views.
+        progress: Counts the segments scored.
 
     Returns:
         ``(ids, logits, labels)`` on every rank: segment ids, float32 logits per head and
@@ -36,12 +60,17 @@ def predict(forward: Callable[[dict], object], batches: Iterable[dict], device: 
     labels: dict[str, list[np.ndarray]] = {}
     for batch in batches:
         output = forward(prepare_batch(batch, device, dtype))
-        ids.extend(str(s) for s in batch["segment_id"])
-        for head, value in output.logits.items():
-            logits.setdefault(head, []).append(value.float().cpu().numpy())
-        for key in LABEL_KEYS:
-            if key in batch:
-                labels.setdefault(key, []).append(np.asarray(batch[key].cpu(), dtype=np.int64))
+        rows = ([str(s) for s in batch["segment_id"]],
+                {head: value.float().cpu().numpy() for head, value in output.logits.items()},
+                {key: np.asarray(batch[key].cpu(), dtype=np.int64)
+                 for key in LABEL_KEYS if key in batch})
+        if views is not None:
+            rows = views.add(*rows, batch["view"].tolist())
+        _keep(rows, ids, logits, labels, progress)
+    if views is not None:
+        _keep(views.finish(), ids, logits, labels, progress)
+    if progress is not None:
+        progress.close()
     local = (ids, {k: np.concatenate(v) for k, v in logits.items()},
              {k: np.concatenate(v) for k, v in labels.items()})
     parts = distributed.gather_objects(local)
@@ -57,3 +86,17 @@ def predict(forward: Callable[[dict], object], batches: Iterable[dict], device: 
     merged_labels = {k: np.concatenate([p[2][k] for p in parts if k in p[2]])
                      for k in dict.fromkeys(keys)}
     return all_ids, merged_logits, merged_labels
+
+
+def _keep(rows: tuple, ids: list, logits: dict, labels: dict,
+          progress: SegmentProgress | None) -> None:
+    """Appends finished segment rows to this rank's lists."""
+    if not rows[0]:
+        return
+    ids.extend(rows[0])
+    for head, value in rows[1].items():
+        logits.setdefault(head, []).append(value)
+    for key, value in rows[2].items():
+        labels.setdefault(key, []).append(value)
+    if progress is not None:
+        progress.update(len(rows[0]))

@@ -139,3 +139,42 @@ class RunLog:
 def _hms(seconds: float) -> str:
     seconds = int(max(0, seconds))
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class SegmentProgress:
+    """This rank's evaluation progress in segments/s: a tqdm bar on a terminal, else a
+    log line every ``every_s`` seconds and one at the end.
+
+    Args:
+        total: Segments this rank scores.
+        every_s: Seconds between plain log lines.
+    """
+
+    def __init__(self, total: int, every_s: float = 30.0) -> None:
+        self.total, self.done, self.every_s = total, 0, every_s
+        self._started = self._last = time.monotonic()
+        self._bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, unit="segment", desc="eval", dynamic_ncols=True)
+
+    def rate(self) -> float:
+        """Segments per second so far."""
+        return self.done / max(time.monotonic() - self._started, 1e-9)
+
+    def update(self, segments: int) -> None:
+        """Counts ``segments`` more scored segments."""
+        self.done += segments
+        if self._bar is not None:
+            self._bar.update(segments)
+        elif time.monotonic() - self._last >= self.every_s:
+            self._last = time.monotonic()
+            log.info("eval: %d/%d segments, %.2f segments/s", self.done, self.total, self.rate())
+
+    def close(self) -> None:
+        """Closes the bar and logs the pass's rate."""
+        if self._bar is not None:
+            self._bar.close()
+        log.info("eval: %d segments in %.1f s, %.2f segments/s", self.done,
+                 time.monotonic() - self._started, self.rate())

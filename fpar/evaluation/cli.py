@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from fpar.evaluation.metrics import FORMATS, evaluate, format_report
-from fpar.evaluation.scores import load_scores, merge_scores
+from fpar.evaluation.scores import load_scores, merge_scores, read_views
+from fpar.evaluation.views import describe_views
 from fpar.evaluation.submission import build_submission, write_archive
 from fpar.io import atomic_write_json
 
@@ -36,12 +37,16 @@ def _run_metrics(args: argparse.Namespace) -> int:
     try:
         ids, outputs = _load(args.scores, args.trust_pickle)
         result = evaluate(args.format, ids, outputs, args.annotations, args.split, root=args.root)
+        views = {str(p): read_views(p, args.trust_pickle) for p in args.scores}
     except ValueError as err:  # ScoresError, EvaluationError and AnnotationError are ValueErrors
         print(f"fpar metrics: error: {err}", file=sys.stderr)
         return 1
+    result["views"] = views
     if args.out:
         atomic_write_json(args.out, result)
-    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    text = format_report(result) + "".join(f"\n{path}: scored from {describe_views(record)}"
+                                           for path, record in views.items())
+    print(json.dumps(result, indent=2) if args.json else text)
     return 0
 
 
@@ -67,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Computes the official metrics of a dataset from scores files "
         "(torch.save dict: narration_id + verb_output/noun_output or class_output). "
         "EPIC-55: top-1/top-5 verb, noun, action and macro precision/recall over the "
-        "many-shot classes present, per split (S1 seen, S2 unseen). EPIC-100: top-1/top-5 "
+        "many-shot classes present, per split (S1 seen, S2 unseen), and how many test-time "
+        "views each scores file averages (its 'views' record). EPIC-100: top-1/top-5 "
         "overall, top-1 on unseen participants and on tail classes. GTEA-61/EGTEA: top-1, "
         "top-5, mean class accuracy, confusion matrix. Ties rank the lower class id first. "
         "Accuracies are in percent.",

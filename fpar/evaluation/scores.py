@@ -3,7 +3,9 @@
 A scores file is a ``torch.save`` of a dict holding ``narration_id`` (list of segment ids as
 strings) and one ``<task>_output`` array of shape (N, classes) per task: ``verb_output`` and
 ``noun_output`` for EPIC-KITCHENS, ``class_output`` for single-label datasets (GTEA-61,
-EGTEA Gaze+). Row i of every array scores segment ``narration_id[i]``.
+EGTEA Gaze+). Row i of every array scores segment ``narration_id[i]``. Files written by
+fpar also hold ``views``: how many test-time views each row averages
+(:func:`fpar.evaluation.views.views_record`); readers of the format ignore it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from fpar.io import atomic_write_bytes
 
 ID_KEY = "narration_id"
+VIEWS_KEY = "views"
 OUTPUT_SUFFIX = "_output"
 TASKS = ("verb", "noun", "class")
 
@@ -94,7 +97,8 @@ def _validate(
     return ids, arrays
 
 
-def save_scores(path: str | Path, ids: Sequence[str], outputs: Mapping[str, np.ndarray]) -> Path:
+def save_scores(path: str | Path, ids: Sequence[str], outputs: Mapping[str, np.ndarray],
+                views: Mapping[str, int | str] | None = None) -> Path:
     """Writes a scores file atomically.
 
     Args:
@@ -102,6 +106,7 @@ def save_scores(path: str | Path, ids: Sequence[str], outputs: Mapping[str, np.n
         ids: Segment ids, unique strings, one per row.
         outputs: Arrays (N, classes) by task, keyed ``verb``/``noun`` or ``class`` (the
             ``*_output`` spelling is accepted too). Tensors are converted to numpy.
+        views: The test-time views behind the rows, stored under ``views``.
 
     Returns:
         The path written.
@@ -113,6 +118,8 @@ def save_scores(path: str | Path, ids: Sequence[str], outputs: Mapping[str, np.n
     ids, arrays = _validate(ids, outputs, str(path))
     payload: dict[str, object] = {ID_KEY: ids}
     payload.update({f"{task}{OUTPUT_SUFFIX}": array for task, array in arrays.items()})
+    if views is not None:
+        payload[VIEWS_KEY] = dict(views)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -151,6 +158,26 @@ def load_scores(path: str | Path,
             names the file.
     """
     path = Path(path)
+    data = _read(path, trust_pickle)
+    if ID_KEY not in data:
+        raise ScoresError(f"{path}: no '{ID_KEY}' entry (keys: {', '.join(map(str, data))})")
+    outputs = {k: v for k, v in data.items() if k != ID_KEY and str(k).endswith(OUTPUT_SUFFIX)}
+    return _validate(data[ID_KEY], outputs, str(path))
+
+
+def read_views(path: str | Path, trust_pickle: bool = False) -> dict | None:
+    """The ``views`` record of a scores file (None when it has none, e.g. one written by
+    other tools).
+
+    Raises:
+        ScoresError: If the file is missing or unreadable.
+    """
+    views = _read(Path(path), trust_pickle).get(VIEWS_KEY)
+    return dict(views) if isinstance(views, dict) else None
+
+
+def _read(path: Path, trust_pickle: bool) -> dict:
+    """The file's dict (the official list layout turned into it)."""
     if not path.is_file():
         raise ScoresError(f"{path}: scores file not found")
     try:
@@ -168,10 +195,7 @@ def load_scores(path: str | Path,
         data = _from_list_format(data, path)
     if not isinstance(data, dict):
         raise ScoresError(f"{path}: expected a dict, found {type(data).__name__}")
-    if ID_KEY not in data:
-        raise ScoresError(f"{path}: no '{ID_KEY}' entry (keys: {', '.join(map(str, data))})")
-    outputs = {k: v for k, v in data.items() if k != ID_KEY and str(k).endswith(OUTPUT_SUFFIX)}
-    return _validate(data[ID_KEY], outputs, str(path))
+    return data
 
 
 def _refusal(err: Exception) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fpar.evaluation.views import describe_views
 from fpar.report import figures
 from fpar.report.collect import (
     RunContents,
@@ -99,6 +100,8 @@ def _is_count(metric: str, value: float) -> bool:
 def metrics_section(results: list[SplitResult]) -> Section:
     """One column per evaluated split; each cell carries its exact value as ``data-value``."""
     notes = [r.note for r in results if r.note]
+    notes += [f"{r.source.name}: scored from {describe_views(r.views)}" for r in results
+              if r.views]
     scored = [r for r in results if r.flat is not None]
     if not results:
         notes.append("no scores_<split>.pt in the run folder: nothing was evaluated")

@@ -20,6 +20,7 @@ import numpy as np
 from fpar.evaluation import EvaluationError, evaluate, flatten_metrics, load_scores
 from fpar.evaluation.groundtruth import align, labelled_segments
 from fpar.evaluation.run_metrics import ground_truth_of, scores_files
+from fpar.evaluation.scores import read_views
 from fpar.experiment import ExperimentConfig
 from fpar.io import read_json
 from fpar.train import CONFIG_FILE, SUMMARY_FILE
@@ -90,6 +91,7 @@ class SplitResult:
         labels: True class per task, ground-truth order.
         preds: Top-1 predicted class per task, same order.
         note: Why there are no metrics, when there are none.
+        views: The scores file's record of the test-time views behind it (None: none).
     """
 
     source: SplitSource
@@ -98,6 +100,7 @@ class SplitResult:
     labels: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     preds: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     note: str | None = None
+    views: dict | None = None
 
 
 def read_metrics_log(path: Path) -> tuple[list[dict], list[dict], list[str]]:
@@ -204,10 +207,11 @@ def evaluate_split(fmt: str, source: SplitSource) -> SplitResult:
     """
     try:
         ids, outputs = load_scores(source.scores)
+        views = read_views(source.scores)
     except (ValueError, OSError) as err:
         raise ReportError(f"{source.scores}: {err}") from err
     if source.annotations is None:
-        return SplitResult(source, note=f"split {source.name}: no annotation folder known (the "
+        return SplitResult(source, views=views, note=f"split {source.name}: no annotation folder known (the "
                            "shard manifest names none; give --annotations): no metrics")
     root = source.root if fmt == "gtea61" else None
     try:
@@ -217,12 +221,12 @@ def evaluate_split(fmt: str, source: SplitSource) -> SplitResult:
         columns = [_LABEL_COLUMNS[t] for t in tasks]
         segments = labelled_segments(fmt, source.annotations, source.split, root, columns)
     except (EvaluationError, ValueError) as err:
-        return SplitResult(source, note=f"split {source.name}: no metrics ({err})")
+        return SplitResult(source, views=views, note=f"split {source.name}: no metrics ({err})")
     rows = align(ids, segments, f"{fmt} split {source.split!r}")
     labels = {t: segments[_LABEL_COLUMNS[t]].to_numpy(dtype=np.int64) for t in tasks}
     preds = {t: np.asarray(outputs[t])[rows].argmax(1).astype(np.int64) for t in tasks}
     flat = flatten_metrics({"splits": {source.split: metrics}})[source.split]
-    return SplitResult(source, metrics, flat, labels, preds)
+    return SplitResult(source, metrics, flat, labels, preds, views=views)
 
 
 def class_names_of(fmt: str, annotations: Path | None,

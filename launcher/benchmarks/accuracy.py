@@ -4,7 +4,8 @@ The demo's steps (synthetic EPIC-55 kitchens, shards, ``fpar train``, official m
 are run once for the data and once per (system, seed) for training, with the same budget
 for both systems. Reported per system: verb / noun / action top-1 on S1 (seen kitchens)
 and S2 (unseen kitchens), each as mean and sample std over the seeds, plus every value;
-next to them the majority-class rates (``majority_top1``) and the verb pose oracle.
+next to them the majority-class rates (``majority_top1``) and the verb pose oracle, and
+per test-time view set (``--views``) the top-1 and ``fpar eval`` time (``views``).
 Every step resumes in ``--work``: finished data, shards and runs are reused.
 """
 
@@ -14,6 +15,8 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+
+from launcher.benchmarks.views import compare_views, parse_view_sets
 
 DESCRIPTION = ("SparNet vs baseline top-1 (verb/noun/action, seen/unseen kitchens) on "
                "synthetic EPIC-55, mean and std over seeds")
@@ -41,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: a temporary folder, removed afterwards)")
     parser.add_argument("--workers", type=int, default=2,
                         help="processes generating videos and building shards (default 2)")
+    parser.add_argument("--views", default="1x1,2x3", metavar="KxC,...",
+                        help="test-time view sets (clips x crops) each run is scored with "
+                        "again by fpar eval, with top-1 and eval time (default 1x1,2x3)")
 
 
 def parse_list(text: str, what: str, cast=str) -> list:
@@ -90,6 +96,7 @@ def run(args: argparse.Namespace) -> dict:
     """Trains and scores every (system, seed) and returns the accuracy summary."""
     seeds = parse_list(args.seeds, "--seeds", int)
     systems = parse_list(args.systems, "--systems")
+    args.view_sets = parse_view_sets(args.views)
     if args.work:
         return _measure(Path(args.work), args, seeds, systems)
     with tempfile.TemporaryDirectory(prefix="fpar-bench-accuracy-") as tmp:
@@ -115,6 +122,9 @@ def _measure(work: Path, args: argparse.Namespace, seeds: list[int], systems: li
                 demo.train_system(work, system, scale, shards, seed, run_dir=run_dir)
                 train_seconds[system].append(time.perf_counter() - began)
                 metrics[system][seed] = demo.evaluate_run(run_dir)
+        views = {system: compare_views({seed: work / "runs" / f"{system}_seed{seed}"
+                                        for seed in seeds}, data / "annotations", args.view_sets)
+                 for system in systems}
     results = {system: summarise(metrics[system]) for system in systems}
     first = systems[0]
     gains = {
@@ -134,6 +144,7 @@ def _measure(work: Path, args: argparse.Namespace, seeds: list[int], systems: li
         "mean_gain": gains,
         "oracle_verb_top1": oracle,
         "majority_top1": majority_rates(data),
+        "views": views,
         # Runs already finished in --work are reused and count (almost) nothing here.
         "train_wall_s_this_call": {s: sum(v) for s, v in train_seconds.items()},
         "work": str(work) if args.work else None,
