@@ -115,6 +115,8 @@ def run_steps(check) -> None:
 def device_info(allow_cpu: bool) -> dict:
     import torch
 
+    from fpar.engine import deepspeed_setup
+
     if not torch.cuda.is_available():
         if not allow_cpu:
             raise CheckError("no CUDA device")
@@ -128,7 +130,9 @@ def device_info(allow_cpu: bool) -> dict:
     return {"device": torch.cuda.get_device_name(0), "memory_gib": props.total_memory / 2**30,
             "capability": f"{props.major}.{props.minor}", "driver": driver,
             "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-            "bf16_supported": torch.cuda.is_bf16_supported(), "devices": torch.cuda.device_count()}
+            "bf16_native": deepspeed_setup.native_bf16(),
+            "precision_auto": deepspeed_setup.resolve_precision("auto"),
+            "devices": torch.cuda.device_count()}
 
 
 def build_data(check, shards: Path) -> dict:

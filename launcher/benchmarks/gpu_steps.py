@@ -4,7 +4,7 @@ The model, Adam parameter groups, learning-rate schedule and DeepSpeed config co
 the same functions the trainer uses (:mod:`fpar.engine.optim`,
 :func:`fpar.engine.deepspeed_setup.build_ds_config` and ``initialize``), and one step is
 what :class:`fpar.trainer.Trainer` does per micro-batch: the batch moved and cast by
-``to_device``, forward through the engine, ``compute_loss``, ``engine.backward``,
+``to_device``, forward through the engine, ``compute_loss``, ``deepspeed_setup.backward``,
 ``engine.step``. A variant adds channels-last and ``torch.compile`` (DeepSpeed's ``engine.compile``).
 
 Channels-last converts the trunk's input on every call, so every convolution of the trunk
@@ -99,10 +99,11 @@ class EngineStep:
 
     def forward_backward(self, on_device: dict) -> torch.Tensor:
         """Forward, loss and backward (no optimiser step): what the FLOP count covers."""
+        from fpar.engine import deepspeed_setup
         from fpar.models import compute_loss
 
         loss, _ = compute_loss(self.cfg.model, self.engine(on_device), on_device)
-        self.engine.backward(loss)
+        deepspeed_setup.backward(self.engine, loss)
         return loss
 
     def step(self, on_device: dict) -> float:
@@ -119,12 +120,9 @@ class EngineStep:
 
     def loss_scale(self) -> float | None:
         """fp16's current dynamic loss scale (None in other precisions)."""
-        if not self.engine.fp16_enabled():
-            return None
-        scale = getattr(self.engine.optimizer, "cur_scale", None)
-        if scale is None:
-            scale = getattr(getattr(self.engine.optimizer, "loss_scaler", None), "cur_scale", None)
-        return None if scale is None else float(scale)
+        from fpar.engine import deepspeed_setup
+
+        return deepspeed_setup.loss_scale(self.engine)
 
     def close(self) -> None:
         """Releases the engine and the device memory it held."""
