@@ -26,6 +26,8 @@ from launcher.benchmarks.gpu_measure import Variant
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER_CONFIG = REPO / "configs" / "experiments" / "epic55_sparnet_conv5.yaml"
+#: fp16 steps skipped for an overflow before ``first_update`` gives up (2^16 down to 2^0).
+MAX_SKIPPED = 16
 
 
 def experiment(config: str | Path, overrides: Sequence[str], variant: Variant, batch: int):
@@ -197,3 +199,28 @@ def fits_function(stepper: EngineStep, seed: int = 0):
                 torch.cuda.empty_cache()
 
     return fits
+
+
+def first_update(cfg, variant: Variant, device: torch.device, seed: int = 0) -> dict:
+    """The first applied optimiser step's relative weight update, ``||w1 - w0|| / ||w0||``
+    over the trained weights, on a synthetic batch: equal across precisions when each scales
+    its gradients right (fp16 without loss scaling moves far less). fp16 steps skipped for
+    an overflow (the dynamic scale coming down from 2^16) change nothing and are repeated."""
+    stepper = EngineStep(cfg, variant, device)
+    try:
+        weights = [p for p in stepper.engine.module.parameters() if p.requires_grad]
+        before = [p.detach().float().clone() for p in weights]
+        on_device = stepper.to_device(synthetic_batch(cfg, cfg.data.batch_size, device, seed))
+        for _ in range(MAX_SKIPPED + 1):
+            skipped = stepper.engine.skipped_steps
+            loss = stepper.step(on_device)
+            if stepper.engine.skipped_steps == skipped:
+                break
+        synchronize(device)
+        moved = sum(float((p.detach().float() - b).pow(2).sum()) for p, b in zip(weights, before))
+        norm = sum(float(b.pow(2).sum()) for b in before)
+        return {"relative_update": (moved / norm) ** 0.5, "loss": loss,
+                "skipped_steps": stepper.engine.skipped_steps,
+                "loss_scale": stepper.loss_scale(), "batch_size": cfg.data.batch_size}
+    finally:
+        stepper.close()
