@@ -50,7 +50,7 @@ NODE_PYTHON ?= python3
 gpu-check-node:
 	$(NODE_PYTHON) -m pip install --quiet --no-index --no-deps --find-links $(WHEELHOUSE) \
 		--target $(WHEELHOUSE)/site --upgrade -r $(WHEELHOUSE)/requirements.txt
-	PYTHONPATH=$(WHEELHOUSE)/site MPLBACKEND=Agg $(NODE_PYTHON) -m launcher.gpu_check \
+	PYTHONPATH=$(abspath $(WHEELHOUSE))/site MPLBACKEND=Agg $(NODE_PYTHON) -m launcher.gpu_check \
 		--shards $(WHEELHOUSE)/shards $(GPU_CHECK_ARGS)
 
 clean:

@@ -86,7 +86,7 @@ class Check:
             raise CheckError(f"{name}: timed out after {limit:.0f} s (log {log})") from None
         log.write_text(f"$ {shlex.join(argv)}\n[exit {proc.returncode}]\n"
                        f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
-        found = warnings_in(proc.stderr)
+        found = warnings_in(proc.stdout + "\n" + proc.stderr)  # DeepSpeed logs to stdout
         if found["count"]:
             self.warnings[name] = found
         if proc.returncode != 0:
@@ -100,7 +100,7 @@ WARNING_LINE = re.compile(r"\b[A-Za-z]*Warning:|\bWARNING\b|\[W[0-9]{3,4} ")
 
 def warnings_in(stderr: str, keep: int = 5) -> dict:
     """Python warnings, logged WARNING lines and torch's C++ warnings (``[W...``) in a
-    child's stderr: their count and the first distinct ones."""
+    child's output: their count and the first distinct ones."""
     lines = [line.strip() for line in stderr.splitlines() if WARNING_LINE.search(line)]
     return {"count": len(lines), "first": list(dict.fromkeys(lines))[:keep]}
 

@@ -280,14 +280,18 @@ def test_gpu_check_on_cpu_trains_restores_resumes_and_evaluates_bit_identically(
          "--config", str(REPO / "configs/experiments/tiny_cpu.yaml"),
          "--set", "data.workers=0", "--segments", "40", "--participants", "3",
          "--size", "128x96", "--frames", "4", "--short-side", "96", "--batch-size", "2",
-         "--steps", "4", "--skip-bench", "--work", str(tmp_path)],
+         "--steps", "4", "--skip-bench", "--work", str(tmp_path),
+         "--out", str(tmp_path / "check.json")],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, proc.stderr[-3000:]
     summary = json.loads(lines[0])
     assert proc.returncode == 0 and summary["ok"], json.dumps(summary["steps"])[:3000]
     steps = summary["steps"]
-    assert list(steps) == ["device", "data", "train_fp32", "restore_fp32", "resume_fp32", "eval"]
+    assert list(steps) == ["device", "data", "train_fp32", "update", "restore_fp32",
+                           "resume_fp32", "eval"]
+    assert json.loads((tmp_path / "check.json").read_text()) == summary  # the last rewrite
+    assert steps["update"]["updates"]["fp32"]["relative_update"] > 0
     assert steps["restore_fp32"]["resaved_identical"]["tensors"] > 100
     assert steps["restore_fp32"]["weights_moved_since_init"]
     assert steps["resume_fp32"]["checkpoint"]["identical"]
