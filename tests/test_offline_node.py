@@ -33,8 +33,8 @@ def make_wheel(folder: Path, name: str, version: str, requires: list[str] = (),
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(f"{name.replace('-', '_')}.py", "VALUE = 1\n")
         archive.writestr(f"{dist}.dist-info/METADATA", meta)
-        archive.writestr(f"{dist}.dist-info/WHEEL",
-                         f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: {tag}\n")
+        archive.writestr(f"{dist}.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\n"
+                         f"Root-Is-Purelib: true\nTag: {tag}\n")
         archive.writestr(f"{dist}.dist-info/RECORD", "")
     return path
 

@@ -4,8 +4,9 @@ The model, Adam parameter groups, learning-rate schedule and DeepSpeed config co
 the same functions the trainer uses (:mod:`fpar.engine.optim`,
 :func:`fpar.engine.deepspeed_setup.build_ds_config` and ``initialize``), and one step is
 what :class:`fpar.trainer.Trainer` does per micro-batch: the batch moved and cast by
-``to_device``, forward through the engine, ``compute_loss``, ``deepspeed_setup.backward``,
-``engine.step``. A variant adds channels-last and ``torch.compile`` (DeepSpeed's ``engine.compile``).
+``to_device``, forward through the engine, ``compute_loss``,
+``deepspeed_setup.backward``, ``engine.step``. A variant adds channels-last and
+``torch.compile`` (DeepSpeed's ``engine.compile``).
 
 Channels-last converts the trunk's input on every call, so every convolution of the trunk
 runs on NHWC activations; the weights keep their layout (convolutions take them in the
