@@ -8,7 +8,7 @@ export TORCH_EXTENSIONS_DIR ?= $(FPAR_CACHE)/torch_extensions
 export MPLBACKEND ?= Agg
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast gpu-check clean
+.PHONY: setup demo test test-fast gpu-check wheelhouse gpu-check-node clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,24 @@ test-fast: setup
 GPU_CHECK_ARGS ?=
 gpu-check: setup
 	$(BIN)/python -m launcher.gpu_check $(GPU_CHECK_ARGS)
+
+# For an offline GPU node with its own Python and PyTorch: the wheels fpar needs beyond
+# them (for WHEEL_PYTHON on manylinux x86_64, DeepSpeed built here as pure Python) and small
+# prebuilt shards, checked to install with pip --no-index; under 40 MiB, git-ignored.
+WHEELHOUSE ?= wheelhouse
+WHEEL_PYTHON ?= 3.12
+WHEEL_ARGS ?=
+wheelhouse: setup
+	$(BIN)/python -m launcher.wheelhouse --out $(WHEELHOUSE) --python-version $(WHEEL_PYTHON) $(WHEEL_ARGS)
+
+# On the node, in this checkout with its wheelhouse: install into $(WHEELHOUSE)/site with
+# the node's own python3 (no index, no network), then run the check on the prebuilt shards.
+NODE_PYTHON ?= python3
+gpu-check-node:
+	$(NODE_PYTHON) -m pip install --quiet --no-index --no-deps --find-links $(WHEELHOUSE) \
+		--target $(WHEELHOUSE)/site --upgrade -r $(WHEELHOUSE)/requirements.txt
+	PYTHONPATH=$(abspath $(WHEELHOUSE))/site MPLBACKEND=Agg $(NODE_PYTHON) -m launcher.gpu_check \
+		--shards $(WHEELHOUSE)/shards $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(FPAR_CACHE) .pytest_cache

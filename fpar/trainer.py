@@ -310,13 +310,13 @@ class Trainer:
                     # Keep DeepSpeed's accumulation in step on every rank with a zero loss.
                     zero = sum(p.sum() for p in self.engine.module.parameters()
                                if p.requires_grad) * 0.0
-                    self.engine.backward(zero)
+                    deepspeed_setup.backward(self.engine, zero)
                     self.engine.step()
             else:
                 sums["loss"] = sums.get("loss", 0.0) + reduced[0] / world
                 for n, value in zip(names, reduced[1:-2]):
                     sums[n] = sums.get(n, 0.0) + value / world
-                self.engine.backward(loss)
+                deepspeed_setup.backward(self.engine, loss)
                 if self.cfg.train.zero_stage == 0 and \
                         self.engine.is_gradient_accumulation_boundary():
                     norm_before = deepspeed_setup.local_grad_norm(self.engine.module)
@@ -342,7 +342,7 @@ class Trainer:
                   "grad_norm": norm, "data_time": data_time, "compute_time": compute_time,
                   "step_time": time.monotonic() - t_start,
                   "clips": clips * self.layout.world_size, "nonfinite": bad,
-                  "skipped": skipped}
+                  "skipped": skipped, "loss_scale": deepspeed_setup.loss_scale(self.engine)}
         self.log.step(record)
         self._check_finite(bad, record)
         return stop

@@ -8,6 +8,9 @@
     What a restarted run does first (:class:`fpar.trainer.Trainer` restoring the newest
     checkpoint, TAG), then saves the restored engine as ``OUT_DIR/TAG`` and records whether
     the fresh model's weights differed from the checkpoint's (else the check proves nothing).
+``python -m launcher.gpu_check_child update OUT_JSON CONFIG PRECISIONS BATCH [KEY=VALUE ...]``
+    The first optimiser step's relative weight update of each precision (comma-separated)
+    on the same synthetic batch (``launcher.benchmarks.gpu_steps.first_update``).
 """
 
 from __future__ import annotations
@@ -76,6 +79,22 @@ def restore(run_dir: str, out_dir: str) -> dict:
         distributed.teardown()
 
 
+def updates(config: str, precisions: list[str], batch: int, overrides: list[str]) -> dict:
+    """``first_update`` of each precision, one engine after the other, in this process."""
+    deterministic()
+    from fpar.engine import distributed
+    from launcher.benchmarks.gpu_measure import Variant
+    from launcher.benchmarks.gpu_steps import experiment, first_update
+
+    layout = distributed.read_env()
+    device = distributed.init_process_group(layout)
+    try:
+        return {p: first_update(experiment(config, overrides, Variant(p), batch), Variant(p),
+                                device) for p in precisions}
+    finally:
+        distributed.teardown()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m launcher.gpu_check_child")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -88,7 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("run_dir")
     r.add_argument("out_dir")
     r.add_argument("result")
+    u = sub.add_parser("update")
+    u.add_argument("result")
+    u.add_argument("config")
+    u.add_argument("precisions")
+    u.add_argument("batch", type=int)
+    u.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
+    if args.what == "update":
+        result = updates(args.config, args.precisions.split(","), args.batch, args.overrides)
+        Path(args.result).write_text(json.dumps(result))
+        return 0
     if args.what == "train":
         summary = train(args.run_dir, args.config, args.overrides, args.resume)
         print(json.dumps({"step": summary.get("step"),

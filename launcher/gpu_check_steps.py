@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import re
 import shlex
 import shutil
 import subprocess
@@ -14,6 +16,8 @@ from pathlib import Path
 from launcher.benchmarks.gpu_steps import REPO
 
 LOG_TAIL = 3000
+#: Largest relative difference of a precision's first update from fp32's.
+UPDATE_TOLERANCE = 0.10
 
 
 class CheckError(RuntimeError):
@@ -21,16 +25,33 @@ class CheckError(RuntimeError):
 
 
 class Check:
-    """Runs the steps in order and keeps their records."""
+    """Runs the steps in order, keeps their records and rewrites the summary after each."""
 
-    def __init__(self, args: argparse.Namespace, work: Path) -> None:
-        self.args, self.work = args, work
+    def __init__(self, args: argparse.Namespace, work: Path, out: Path) -> None:
+        self.args, self.work, self.out = args, work, out
         self.began = time.monotonic()
         self.steps: dict[str, dict] = {}
+        self.warnings: dict[str, dict] = {}
         (work / "logs").mkdir(parents=True, exist_ok=True)
 
     def remaining(self) -> float:
         return self.args.time_limit - (time.monotonic() - self.began)
+
+    def write(self, finished: bool = False, stopped_by: str | None = None) -> dict:
+        """The summary so far, written to ``out`` atomically (a kill leaves the last one)."""
+        from fpar.io import atomic_write_json
+        from launcher.benchmarks.machine import machine_info
+
+        summary = {"check": "gpu",
+                   "ok": finished and stopped_by is None
+                   and all(s["ok"] for s in self.steps.values()),
+                   "finished": finished, "stopped_by": stopped_by, "steps": self.steps,
+                   "warnings": {"total": sum(w["count"] for w in self.warnings.values()),
+                                "per_step": self.warnings},
+                   "elapsed_s": round(time.monotonic() - self.began, 1),
+                   "machine": machine_info(), "work": str(self.work)}
+        atomic_write_json(self.out, summary)
+        return summary
 
     def step(self, name: str, body) -> dict:
         began = time.monotonic()
@@ -39,14 +60,17 @@ class Check:
         except CheckError as err:
             self.steps[name] = {"ok": False, "error": str(err),
                                 "seconds": round(time.monotonic() - began, 1)}
+            self.write(stopped_by=str(err))
             raise
         except Exception as err:  # noqa: BLE001 - any failure stops the check, named
             self.steps[name] = {"ok": False, "error": f"{type(err).__name__}: {err}",
                                 "seconds": round(time.monotonic() - began, 1)}
+            self.write(stopped_by=f"{name}: {err}")
             raise CheckError(f"{name}: {err}") from err
         record = {"ok": record.pop("ok", True), **record,
                   "seconds": round(time.monotonic() - began, 1)}
         self.steps[name] = record
+        self.write()
         return record
 
     def command(self, name: str, argv: list[str], timeout: float | None = None) -> str:
@@ -62,10 +86,23 @@ class Check:
             raise CheckError(f"{name}: timed out after {limit:.0f} s (log {log})") from None
         log.write_text(f"$ {shlex.join(argv)}\n[exit {proc.returncode}]\n"
                        f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+        found = warnings_in(proc.stdout + "\n" + proc.stderr)  # DeepSpeed logs to stdout
+        if found["count"]:
+            self.warnings[name] = found
         if proc.returncode != 0:
             raise CheckError(f"{name}: exit {proc.returncode} (log {log}): "
                              f"{proc.stderr[-LOG_TAIL:]}")
         return proc.stdout
+
+
+WARNING_LINE = re.compile(r"\b[A-Za-z]*Warning:|\bWARNING\b|\[W[0-9]{3,4} ")
+
+
+def warnings_in(stderr: str, keep: int = 5) -> dict:
+    """Python warnings, logged WARNING lines and torch's C++ warnings (``[W...``) in a
+    child's output: their count and the first distinct ones."""
+    lines = [line.strip() for line in stderr.splitlines() if WARNING_LINE.search(line)]
+    return {"count": len(lines), "first": list(dict.fromkeys(lines))[:keep]}
 
 
 def fpar(*args: str) -> list[str]:
@@ -95,25 +132,31 @@ def copy_until(run_dir: Path, dest: Path, keep_tag: str) -> None:
 
 def run_steps(check) -> None:
     """Runs every step in order; raises CheckError at the first one that cannot run."""
-    check.step("device", lambda: device_info(check.args.allow_cpu))
-    shards = check.work / "shards"
-    check.step("data", lambda: build_data(check, shards))
-    runs = {}
-    for precision in [p.strip() for p in check.args.precisions.split(",") if p.strip()]:
-        run_dir = check.work / "runs" / precision
-        runs[precision] = run_dir
+    from launcher.gpu_check_bench import bench_steps
+
+    device = check.step("device", lambda: device_info(check.args.allow_cpu))
+    shards = Path(check.args.shards).resolve() if check.args.shards else check.work / "shards"
+    check.step("data", lambda: use_data(check, shards) if check.args.shards
+               else build_data(check, shards))
+    precisions = [p.strip() for p in check.args.precisions.split(",") if p.strip()]
+    runs = {p: check.work / "runs" / p for p in precisions}
+    for precision, run_dir in runs.items():
         check.step(f"train_{precision}", lambda: train(check, run_dir, shards, precision))
-        check.step(f"restore_{precision}", lambda: restore(check, run_dir))
-        check.step(f"resume_{precision}", lambda: resume(check, run_dir))
+    check.step("update", lambda: first_updates(check, precisions))
+    for run_dir in runs.values():
+        check.step(f"restore_{run_dir.name}", lambda: restore(check, run_dir))
+        check.step(f"resume_{run_dir.name}", lambda: resume(check, run_dir))
     first = runs.get("bf16") or next(iter(runs.values()), None)
     if first is not None:
         check.step("eval", lambda: evaluate(check, first, shards / "s1"))
     if not check.args.skip_bench:
-        check.step("bench", lambda: bench(check, shards / "train"))
+        bench_steps(check, shards / "train", device.get("precision_auto", "bf16"))
 
 
 def device_info(allow_cpu: bool) -> dict:
     import torch
+
+    from fpar.engine import deepspeed_setup
 
     if not torch.cuda.is_available():
         if not allow_cpu:
@@ -128,7 +171,9 @@ def device_info(allow_cpu: bool) -> dict:
     return {"device": torch.cuda.get_device_name(0), "memory_gib": props.total_memory / 2**30,
             "capability": f"{props.major}.{props.minor}", "driver": driver,
             "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-            "bf16_supported": torch.cuda.is_bf16_supported(), "devices": torch.cuda.device_count()}
+            "bf16_native": deepspeed_setup.native_bf16(),
+            "precision_auto": deepspeed_setup.resolve_precision("auto"),
+            "devices": torch.cuda.device_count()}
 
 
 def build_data(check, shards: Path) -> dict:
@@ -153,12 +198,46 @@ def build_data(check, shards: Path) -> dict:
             "--out", str(shards / split), "--workers", workers, "--frames", str(args.frames),
             "--short-side", str(args.short_side), "--no-progress"))
         counts[split] = read_manifest(shards / split)["num_samples"]
+    _enough(args, counts)
+    return {"samples": counts}
+
+
+def use_data(check, shards: Path) -> dict:
+    """Prebuilt shards: both splits present and enough training samples."""
+    from shards.schema import read_manifest
+
+    counts = {}
+    for split in ("train", "s1"):
+        try:
+            counts[split] = read_manifest(shards / split)["num_samples"]
+        except (OSError, ValueError, KeyError) as err:
+            raise CheckError(f"data: --shards {shards}: no readable {split} shards ({err})") \
+                from None
+    _enough(check.args, counts)
+    return {"samples": counts, "prebuilt": str(shards)}
+
+
+def _enough(args, counts: dict) -> None:
     needed = args.batch_size * args.steps
     if counts["train"] < needed:
         raise CheckError(f"data: {counts['train']} training samples, fewer than the "
                          f"{needed} that {args.steps} steps of {args.batch_size} need; "
                          "raise --segments")
-    return {"samples": counts}
+
+
+def first_updates(check, precisions: list[str]) -> dict:
+    """Each precision's first relative update against fp32's (see ``update`` in the child)."""
+    out = check.work / "first_updates.json"
+    wanted = list(dict.fromkeys(["fp32", *precisions]))
+    check.command("update", child("update", str(out), check.args.config,
+                                  ",".join(wanted), str(check.args.batch_size),
+                                  *check.args.overrides))
+    updates = json.loads(out.read_text())
+    reference = updates["fp32"]["relative_update"]
+    ratios = {p: updates[p]["relative_update"] / reference for p in wanted if p != "fp32"}
+    return {"ok": reference > 0 and all(abs(r - 1.0) <= UPDATE_TOLERANCE
+                                        for r in ratios.values()),
+            "ratio_to_fp32": ratios, "tolerance": UPDATE_TOLERANCE, "updates": updates}
 
 
 def train_overrides(check, shards: Path, precision: str) -> list[str]:
@@ -196,6 +275,7 @@ def train(check, run_dir: Path, shards: Path, precision: str) -> dict:
     return {"ok": bool(losses) and all(v is not None and math.isfinite(v) for v in losses[-1:]),
             "tags": tags, "losses": losses,
             "skipped_steps": sum(int(s.get("skipped") or 0) for s in steps),
+            "loss_scales": [s.get("loss_scale") for s in steps],
             "step_time_s": [round(s["step_time"], 4) for s in steps],
             "summary": json.loads(out.strip().splitlines()[-1]) if out.strip() else None}
 
@@ -256,17 +336,3 @@ def evaluate(check, run_dir: Path, s1: Path) -> dict:
     return {"ok": len(ids) == expected and len(set(ids)) == len(ids) and finite,
             "rows": len(ids), "segments": expected, "finite": finite,
             "outputs": {k: list(np.asarray(v).shape) for k, v in outputs.items()}}
-
-
-def bench(check, train_shards: Path) -> dict:
-    import torch
-
-    if not torch.cuda.is_available():  # --allow-cpu: the benchmark itself refuses a CPU
-        return {"skipped": "no CUDA device"}
-    budget = max(30.0, check.remaining() - 60.0)
-    argv = fpar("bench", "gpu", "--json", *shlex.split(check.args.bench_args),
-                "--shards", str(train_shards), "--budget-s", f"{budget:.0f}")
-    out = check.command("bench", argv)
-    result = json.loads(out.strip().splitlines()[-1])
-    failed = [k for k, v in result.get("variants", {}).items() if "error" in v]
-    return {"ok": not failed, "failed_variants": failed, "result": result}

@@ -35,7 +35,7 @@ from launcher import slurm_env
 
 log = logging.getLogger(__name__)
 
-TRAIN_ENTRY = "fpar.train:run"
+TRAIN_ENTRY = slurm_env.TRAIN_ENTRY
 EVAL_ENTRY = "fpar.train:evaluate"
 PREEMPT_SIGNAL = signal.SIGUSR2
 

@@ -14,6 +14,10 @@ import os
 import socket
 from typing import Any, MutableMapping
 
+#: The function a task calls unless told otherwise (here, not in ``launcher.job``, so that
+#: ``fpar submit --help`` does not need submitit).
+TRAIN_ENTRY = "fpar.train:run"
+
 # Ports from here upward are rarely handed out as ephemeral ports (Linux uses 32768+).
 PORT_BASE = 20000
 PORT_SPAN = 10000

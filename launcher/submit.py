@@ -15,13 +15,16 @@ import dataclasses
 import datetime
 import logging
 from pathlib import Path
-from typing import Any, Sequence
-
-import submitit
+from typing import TYPE_CHECKING, Any, Sequence
 
 from fpar.config import ConfigError
 from launcher import sweep as sweeps
-from launcher.job import TRAIN_ENTRY, TrainJob
+from launcher.slurm_env import TRAIN_ENTRY
+
+if TYPE_CHECKING:  # submitit is imported where a job is submitted, not by ``fpar --help``
+    import submitit
+
+    from launcher.job import TrainJob
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,8 @@ def build_executor(opts: SubmitOptions, log_folder: Path) -> submitit.AutoExecut
         raise ValueError("--nodes and --tasks-per-node must be at least 1")
     if opts.local and opts.nodes != 1:
         raise ValueError("--local runs on this machine only: use --nodes 1")
+    import submitit
+
     executor = submitit.AutoExecutor(folder=log_folder, cluster="local" if opts.local else None)
     params: dict[str, Any] = {
         "nodes": opts.nodes,
@@ -126,6 +131,8 @@ def submit_runs(opts: SubmitOptions) -> tuple[Path, list[submitit.Job]]:
     executor = build_executor(opts, folder / "submitit" / stamp)
 
     def job_for(run_dir: Path, extra: Sequence[str]) -> TrainJob:
+        from launcher.job import TrainJob
+
         return TrainJob(opts.config, [*opts.overrides, *extra], str(run_dir),
                         resume=opts.resume, entry=opts.entry, eval_splits=opts.eval_splits)
 

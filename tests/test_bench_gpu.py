@@ -117,6 +117,15 @@ class FakeStepper:
         self.cleared += 1
 
 
+def test_the_search_times_below_the_out_of_memory_edge():
+    from launcher.benchmarks.gpu_parts import timed_batch
+
+    assert timed_batch(512, 576, 16) == 448
+    assert timed_batch(16, 24, 16) == 14
+    assert timed_batch(1, 2, 8) == 1
+    assert timed_batch(1024, None, 16) == 1024  # capped by --max-batch: no edge was met
+
+
 def test_fits_function_turns_out_of_memory_into_false_and_reraises_other_errors():
     stepper = FakeStepper(room=12)
     found = largest_batch(fits_function(stepper), start=2, limit=64)
@@ -148,7 +157,7 @@ def test_waiting_fraction_workers_and_goals():
     assert gpu.worker_counts("4,1,4", 16) == [1, 4]
     report = {"variants": {"bf16": {"clips_per_s": 800.0, "mfu": 0.15},
                            "fp16": {"clips_per_s": 2000.0, "mfu": 0.4}},
-              "batch_search": {"bf16": {"at_largest": {"clips_per_s": 1200.0, "mfu": 0.22}}},
+              "batch_search": {"bf16": {"at_timed_batch": {"clips_per_s": 1200.0, "mfu": 0.22}}},
               "loader": {"per_workers": {"1": {"waiting_fraction": 0.5},
                                          "8": {"waiting_fraction": 0.03}}}}
     out = goals(report, gpu.GOALS)
@@ -194,7 +203,8 @@ def test_report_of_a_tiny_sparnet_through_the_engine_on_cpu(lone_rank):
     assert search["variant"] == report["best_variant"]
     assert search["largest"] == 4 and search["capped_at_max_batch"]
     assert search["tried"] == [[2, True], [4, True]]
-    assert search["at_largest"]["batch_size"] == 4 and "error" not in search["at_largest"]
+    assert search["timed_batch"] == 4  # capped, not out of memory: timed at the largest
+    assert search["at_timed_batch"]["batch_size"] == 4 and "error" not in search["at_timed_batch"]
     assert report["loader"] == {"skipped": "--no-loader"}
     assert set(report["goals"]) == {"clips_per_s", "mfu", "waiting_fraction"}
     json.dumps(report)  # the one-line JSON output
@@ -270,14 +280,18 @@ def test_gpu_check_on_cpu_trains_restores_resumes_and_evaluates_bit_identically(
          "--config", str(REPO / "configs/experiments/tiny_cpu.yaml"),
          "--set", "data.workers=0", "--segments", "40", "--participants", "3",
          "--size", "128x96", "--frames", "4", "--short-side", "96", "--batch-size", "2",
-         "--steps", "4", "--skip-bench", "--work", str(tmp_path)],
+         "--steps", "4", "--skip-bench", "--work", str(tmp_path),
+         "--out", str(tmp_path / "check.json")],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, proc.stderr[-3000:]
     summary = json.loads(lines[0])
     assert proc.returncode == 0 and summary["ok"], json.dumps(summary["steps"])[:3000]
     steps = summary["steps"]
-    assert list(steps) == ["device", "data", "train_fp32", "restore_fp32", "resume_fp32", "eval"]
+    assert list(steps) == ["device", "data", "train_fp32", "update", "restore_fp32",
+                           "resume_fp32", "eval"]
+    assert json.loads((tmp_path / "check.json").read_text()) == summary  # the last rewrite
+    assert steps["update"]["updates"]["fp32"]["relative_update"] > 0
     assert steps["restore_fp32"]["resaved_identical"]["tensors"] > 100
     assert steps["restore_fp32"]["weights_moved_since_init"]
     assert steps["resume_fp32"]["checkpoint"]["identical"]

@@ -312,3 +312,39 @@ def test_config_errors_name_the_key():
         model(make_batch({"class": 4}, size=96))
     with pytest.raises(KeyError, match="use_flow"):
         build_model(tiny_config("flow", {"class": 4}))({"frames": torch.zeros(1, 1, 3, 64, 64)})
+
+
+def _aten_ops(fn) -> set[str]:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = set()
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    with Record():
+        fn()
+    return seen
+
+
+@pytest.mark.parametrize("positive_weight", [None, 4.5])
+def test_ms_cross_entropy_keeps_the_2d_losses_bits_without_nll_loss2d(positive_weight):
+    from fpar.models.losses import ms_cross_entropy
+
+    generator = torch.Generator().manual_seed(3)
+    for n, s in ((1, 1), (7, 3), (56, 7), (33, 14)):
+        logits = (torch.randn(n, 2, s, s, generator=generator) * 3).requires_grad_()
+        target = torch.randint(0, 2, (n, s, s), generator=generator)
+        weight = None if positive_weight is None else torch.tensor([1.0, positive_weight])
+        before = F.cross_entropy(logits, target, weight=weight)  # the 2-D form
+        (grad_before,) = torch.autograd.grad(before, logits)
+        now = ms_cross_entropy(logits, target, weight)
+        (grad_now,) = torch.autograd.grad(now, logits)
+        assert torch.equal(now, before) and torch.equal(grad_now, grad_before)
+    # nll_loss2d's CUDA forward sums with atomics; the row form never calls it.
+    ops = _aten_ops(lambda: ms_cross_entropy(logits, target, weight).backward())
+    assert "nll_loss_forward" in ops and not any("nll_loss2d" in op for op in ops), ops
+    assert any("nll_loss2d" in op for op in _aten_ops(
+        lambda: F.cross_entropy(logits, target, weight=weight)))

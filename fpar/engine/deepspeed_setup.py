@@ -1,10 +1,10 @@
 """The DeepSpeed configuration and engine for a run: precision, ZeRO stage, accumulation.
 
 Every run, one process or many, goes through ``deepspeed.initialize``. Precision is
-resolved and checked before anything starts: ``auto`` becomes bf16 on a GPU that supports
-it, fp16 (with dynamic loss scaling) on an older GPU and fp32 on a CPU; fp16 needs a CUDA
-GPU (DeepSpeed's CPU accelerator refuses it only after the process group is up, with a
-less helpful message).
+resolved and checked before anything starts: ``auto`` becomes bf16 on a GPU that computes
+it in hardware, fp16 (with dynamic loss scaling) on an older GPU and fp32 on a CPU; fp16
+needs a CUDA GPU (DeepSpeed's CPU accelerator refuses it only after the process group is
+up, with a less helpful message). Every backward pass goes through :func:`backward`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def resolve_precision(precision: str, cuda_available: bool | None = None,
     Args:
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``; all but ``auto`` pass through.
         cuda_available: Override of ``torch.cuda.is_available()`` (for tests).
-        bf16_supported: Override of ``torch.cuda.is_bf16_supported()`` (for tests).
+        bf16_supported: Override of :func:`native_bf16` (for tests).
 
     Returns:
         ``bf16`` on a GPU with bf16, ``fp16`` on other GPUs, ``fp32`` without a GPU.
@@ -39,8 +39,20 @@ def resolve_precision(precision: str, cuda_available: bool | None = None,
     cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
     if not cuda:
         return "fp32"
-    bf16 = torch.cuda.is_bf16_supported() if bf16_supported is None else bf16_supported
+    bf16 = native_bf16() if bf16_supported is None else bf16_supported
     return "bf16" if bf16 else "fp16"
+
+
+def native_bf16() -> bool:
+    """Whether the current CUDA device computes bf16 in hardware (compute capability 8.0+,
+    or ROCm). ``torch.cuda.is_bf16_supported()`` alone also counts emulation, which is true
+    on a V100 or T4 where bf16 runs far slower than fp16."""
+    if torch.version.hip:
+        return True
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # a torch without the argument
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).major >= 8
 
 
 def check_precision(precision: str, zero_stage: int, cuda_available: bool | None = None) -> None:
@@ -109,6 +121,7 @@ def initialize(model: nn.Module, optimizer: torch.optim.Optimizer, ds_config: di
 
     engine, _, _, scheduler = deepspeed.initialize(
         model=model, optimizer=optimizer, config=ds_config, lr_scheduler=lr_scheduler)
+    _undo_warmup_step(engine.optimizer)
     dtype = engine_dtype(engine)
     # DeepSpeed casts parameters to bf16/fp16 but leaves buffers (BatchNorm running
     # statistics) in fp32, which CPU batch norm refuses to mix with half inputs.
@@ -116,6 +129,69 @@ def initialize(model: nn.Module, optimizer: torch.optim.Optimizer, ds_config: di
         if buf.is_floating_point() and buf.dtype != dtype:
             buf.data = buf.data.to(dtype)
     return engine, scheduler
+
+
+def backward(engine, loss: torch.Tensor) -> None:
+    """``engine.backward(loss)`` with the loss scaled as the engine's fp16 optimiser expects.
+
+    DeepSpeed's fp16 wrappers outside ZeRO (``FP16_Optimizer``, ``FP16_UnfusedOptimizer``:
+    fp16 at ZeRO stage 0) divide every gradient by their current loss scale in ``step``, but
+    ``engine.backward`` of DeepSpeed 0.19 multiplies the loss by that scale only for ZeRO
+    optimisers: unscaled fp16 gradients underflow and the updates shrink towards Adam's
+    epsilon. For those wrappers the gradient entering the graph at ``loss`` is set to exactly
+    ``scale / accumulation steps`` (what ``step`` undoes), whether or not the installed
+    DeepSpeed scaled it already, so the fix can neither be missing nor applied twice.
+    """
+    scale = unscaled_loss_scale(engine.optimizer)
+    if scale is None:
+        engine.backward(loss)
+        return
+    wanted = scale / engine.gradient_accumulation_steps()
+    handle = loss.register_hook(lambda grad: torch.full_like(grad, wanted))
+    try:
+        engine.backward(loss)
+    finally:
+        handle.remove()
+
+
+def unscaled_loss_scale(optimizer) -> float | None:
+    """The loss scale ``backward`` must apply itself: that of an fp16 wrapper DeepSpeed's
+    ``engine.backward`` does not scale for (see :func:`backward`), else None."""
+    from deepspeed.runtime.fp16.fused_optimizer import FP16_Optimizer
+    from deepspeed.runtime.fp16.unfused_optimizer import FP16_UnfusedOptimizer
+
+    if not isinstance(optimizer, (FP16_Optimizer, FP16_UnfusedOptimizer)):
+        return None
+    if not optimizer.loss_scale_config.use_grad_scaling:  # the bf16 wrapper: no scaling
+        return None
+    return float(optimizer.loss_scale_config.cur_scale)
+
+
+def loss_scale(engine) -> float | None:
+    """fp16's current (dynamic) loss scale; None in bf16 and fp32."""
+    if not engine.fp16_enabled():
+        return None
+    scale = getattr(engine.optimizer, "loss_scale", None)
+    return None if scale is None else float(scale)
+
+
+def _undo_warmup_step(optimizer) -> None:
+    """Undoes the zero-gradient step DeepSpeed's unfused wrapper (fp16 and bf16 at ZeRO 0)
+    takes at construction to create the inner optimiser's state.
+
+    That step counts as Adam's first, so every bias correction of the run is one step late
+    (the first real update is 0.74x fp32's) and, with weight decay, it moves the fp32 master
+    weights away from the model's. Adam creates its state again at the first real step.
+    """
+    from deepspeed.runtime.fp16.unfused_optimizer import FP16_UnfusedOptimizer
+
+    if not isinstance(optimizer, FP16_UnfusedOptimizer):
+        return
+    optimizer.optimizer.state.clear()
+    with torch.no_grad():
+        for masters, weights in zip(optimizer.fp32_groups, optimizer.fp16_groups):
+            for master, weight in zip(masters, weights):
+                master.copy_(weight)
 
 
 def engine_dtype(engine) -> torch.dtype:

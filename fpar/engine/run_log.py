@@ -108,6 +108,8 @@ class RunLog:
                 self._writer.add_scalar(f"lr/{name}", value, step)
             if record.get("grad_norm") is not None:
                 self._writer.add_scalar("train/grad_norm", record["grad_norm"], step)
+            if record.get("loss_scale") is not None:
+                self._writer.add_scalar("train/loss_scale", record["loss_scale"], step)
 
     def epoch(self, record: dict[str, Any]) -> None:
         """Reports an epoch's end (data report, validation metrics)."""

@@ -44,6 +44,20 @@ def _cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), target, ignore_index=IGNORE)
 
 
+def ms_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                     weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy of (N, C, s, s) cell logits against (N, s, s) classes.
+
+    Computed over the cells as rows, (N*s*s, C): on CUDA the 2-D form runs ``nll_loss2d``,
+    whose forward sums with atomics (the loss, and with a class weight the gradients, differ
+    in the last bits from run to run); the row form reduces in a fixed order. On the CPU
+    both give the same bits, loss and gradients.
+    """
+    log_p = F.log_softmax(logits, dim=1)  # what cross_entropy computes first
+    rows = log_p.movedim(1, -1).reshape(-1, logits.shape[1])
+    return F.nll_loss(rows, target.reshape(-1), weight=weight)
+
+
 def _ms_loss(cfg: ModelConfig, ms: torch.Tensor, motion: torch.Tensor) -> tuple[torch.Tensor, dict]:
     s = ms.shape[-1]
     target = ms_target(motion.to(ms.device), s, cfg.ms_tau, cfg.ms_kind)
@@ -53,7 +67,7 @@ def _ms_loss(cfg: ModelConfig, ms: torch.Tensor, motion: torch.Tensor) -> tuple[
         weight = None
         if cfg.ms_positive_weight != 1.0:
             weight = torch.tensor([1.0, cfg.ms_positive_weight], device=logits.device)
-        loss = F.cross_entropy(logits, flat, weight=weight)
+        loss = ms_cross_entropy(logits, flat, weight)
         acc = (logits.argmax(dim=1) == flat).float().mean().item()
         return loss, {"ms_acc": acc}
     fn = F.mse_loss if cfg.ms_regression_loss == "mse" else F.l1_loss

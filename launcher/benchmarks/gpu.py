@@ -8,7 +8,8 @@ The configuration is ``configs/experiments/epic55_sparnet_conv5.yaml`` (ResNet-3
    TFLOP/s and MFU (FLOPs of a step counted by ``torch.utils.flop_counter``, the peak from
    the GPU's name or ``--peak-tflops``), peak memory, fp16's loss scale.
 2. The largest batch that fits, per precision (the fastest eager variant; doubling, then
-   bisecting on out-of-memory), and the figures at that batch.
+   bisecting on out-of-memory), and the figures one eighth below it (timing at the very
+   edge fails on fragmentation alone). cuDNN's autotuner (``cudnn.benchmark``) is on.
 3. Real shards through the loader with K worker processes and pinned batches: data time
    against compute time, and the fewest workers with which the GPU waits < 5% of a step.
 4. With ``--gpu-decode``: the shards' JPEGs decoded in one batched ``decode_jpeg`` call on
@@ -121,6 +122,11 @@ def measure(args: argparse.Namespace, device=None) -> dict:
     layout = distributed.read_env()
     found = distributed.init_process_group(layout)
     device = found if device is None else device
+    if device.type == "cuda":
+        import torch
+
+        # Speed, not bit-reproducibility, is measured: cuDNN may pick its fastest kernels.
+        torch.backends.cudnn.benchmark = True
     try:
         return _measure(args, variants, device)
     finally:

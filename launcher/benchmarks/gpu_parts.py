@@ -110,10 +110,22 @@ def search_batches(args, variants, results, device, flops, peaks, over) -> dict:
                  "first_failed": found.first_failed, "capped_at_max_batch": found.capped,
                  "tried": [list(t) for t in found.tried]}
         if found.largest:
-            entry["at_largest"] = time_variant(args, variant, device, flops,
-                                               peaks[precision][0], batch=found.largest)
+            entry["timed_batch"] = timed_batch(found.largest, found.first_failed,
+                                               args.granularity)
+            entry["at_timed_batch"] = time_variant(args, variant, device, flops,
+                                                   peaks[precision][0], batch=entry["timed_batch"])
         out[precision] = entry
     return out
+
+
+def timed_batch(largest: int, first_failed: int | None, granularity: int) -> int:
+    """The batch the figures of the search are timed at: the largest that fit when the
+    search never ran out of memory, else 7/8 of it (a multiple of ``granularity`` where one
+    fits): at the very edge a step can run out of memory on fragmentation alone."""
+    if first_failed is None:
+        return largest
+    below = largest * 7 // 8
+    return below // granularity * granularity or max(1, below)
 
 
 def prepare_shards(work: Path, seed: int) -> Path:
@@ -186,15 +198,16 @@ def settings(cfg, args, device, device_name: str | None) -> dict:
             "warmup": args.warmup, "steps": args.steps, "device": str(device),
             "device_name": device_name, "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-            "omp_threads": os.environ.get("OMP_NUM_THREADS")}
+            "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark}
 
 
 def goals(report: dict, targets: dict) -> dict:
     """The best figures reached against the goals (bf16 clips/s and MFU, loader waiting)."""
     candidates = [v for k, v in report["variants"].items() if k.startswith("bf16")]
     search = report.get("batch_search", {}).get("bf16", {})
-    if isinstance(search.get("at_largest"), dict):
-        candidates.append(search["at_largest"])
+    if isinstance(search.get("at_timed_batch"), dict):
+        candidates.append(search["at_timed_batch"])
     rates = [v["clips_per_s"] for v in candidates if "clips_per_s" in v]
     mfus = [v["mfu"] for v in candidates if v.get("mfu") is not None]
     loader = report.get("loader", {}).get("per_workers", {})

@@ -4,8 +4,9 @@ The model, Adam parameter groups, learning-rate schedule and DeepSpeed config co
 the same functions the trainer uses (:mod:`fpar.engine.optim`,
 :func:`fpar.engine.deepspeed_setup.build_ds_config` and ``initialize``), and one step is
 what :class:`fpar.trainer.Trainer` does per micro-batch: the batch moved and cast by
-``to_device``, forward through the engine, ``compute_loss``, ``engine.backward``,
-``engine.step``. A variant adds channels-last and ``torch.compile`` (DeepSpeed's ``engine.compile``).
+``to_device``, forward through the engine, ``compute_loss``,
+``deepspeed_setup.backward``, ``engine.step``. A variant adds channels-last and
+``torch.compile`` (DeepSpeed's ``engine.compile``).
 
 Channels-last converts the trunk's input on every call, so every convolution of the trunk
 runs on NHWC activations; the weights keep their layout (convolutions take them in the
@@ -26,6 +27,8 @@ from launcher.benchmarks.gpu_measure import Variant
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER_CONFIG = REPO / "configs" / "experiments" / "epic55_sparnet_conv5.yaml"
+#: fp16 steps skipped for an overflow before ``first_update`` gives up (2^16 down to 2^0).
+MAX_SKIPPED = 16
 
 
 def experiment(config: str | Path, overrides: Sequence[str], variant: Variant, batch: int):
@@ -99,10 +102,11 @@ class EngineStep:
 
     def forward_backward(self, on_device: dict) -> torch.Tensor:
         """Forward, loss and backward (no optimiser step): what the FLOP count covers."""
+        from fpar.engine import deepspeed_setup
         from fpar.models import compute_loss
 
         loss, _ = compute_loss(self.cfg.model, self.engine(on_device), on_device)
-        self.engine.backward(loss)
+        deepspeed_setup.backward(self.engine, loss)
         return loss
 
     def step(self, on_device: dict) -> float:
@@ -119,12 +123,9 @@ class EngineStep:
 
     def loss_scale(self) -> float | None:
         """fp16's current dynamic loss scale (None in other precisions)."""
-        if not self.engine.fp16_enabled():
-            return None
-        scale = getattr(self.engine.optimizer, "cur_scale", None)
-        if scale is None:
-            scale = getattr(getattr(self.engine.optimizer, "loss_scaler", None), "cur_scale", None)
-        return None if scale is None else float(scale)
+        from fpar.engine import deepspeed_setup
+
+        return deepspeed_setup.loss_scale(self.engine)
 
     def close(self) -> None:
         """Releases the engine and the device memory it held."""
@@ -199,3 +200,28 @@ def fits_function(stepper: EngineStep, seed: int = 0):
                 torch.cuda.empty_cache()
 
     return fits
+
+
+def first_update(cfg, variant: Variant, device: torch.device, seed: int = 0) -> dict:
+    """The first applied optimiser step's relative weight update, ``||w1 - w0|| / ||w0||``
+    over the trained weights, on a synthetic batch: equal across precisions when each scales
+    its gradients right (fp16 without loss scaling moves far less). fp16 steps skipped for
+    an overflow (the dynamic scale coming down from 2^16) change nothing and are repeated."""
+    stepper = EngineStep(cfg, variant, device)
+    try:
+        weights = [p for p in stepper.engine.module.parameters() if p.requires_grad]
+        before = [p.detach().float().clone() for p in weights]
+        on_device = stepper.to_device(synthetic_batch(cfg, cfg.data.batch_size, device, seed))
+        for _ in range(MAX_SKIPPED + 1):
+            skipped = stepper.engine.skipped_steps
+            loss = stepper.step(on_device)
+            if stepper.engine.skipped_steps == skipped:
+                break
+        synchronize(device)
+        moved = sum(float((p.detach().float() - b).pow(2).sum()) for p, b in zip(weights, before))
+        norm = sum(float(b.pow(2).sum()) for b in before)
+        return {"relative_update": (moved / norm) ** 0.5, "loss": loss,
+                "skipped_steps": stepper.engine.skipped_steps,
+                "loss_scale": stepper.loss_scale(), "batch_size": cfg.data.batch_size}
+    finally:
+        stepper.close()

@@ -39,7 +39,7 @@ def deepspeed_stepper(cfg, batch: dict, device: torch.device) -> Callable[[], fl
 
     def step() -> float:
         loss, _ = compute_loss(cfg.model, engine(on_device), on_device)
-        engine.backward(loss)
+        deepspeed_setup.backward(engine, loss)
         engine.step()
         return float(loss.detach())
 

@@ -14,7 +14,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterable
 
-import av
 import cv2
 import numpy as np
 
@@ -45,6 +44,8 @@ def write_mp4(path: str | Path, frames: Iterable[np.ndarray], fps: float, width:
         gop: Keyframe interval in frames (default: one second).
         preset: x264 speed preset (ultrafast: fastest, largest files).
     """
+    import av  # PyAV only where videos are written: a GPU node reading shards lacks it
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
