@@ -382,12 +382,13 @@ class Trainer:
             self.state.best_score = score
         return metrics, is_best
 
-    def predict(self, stream) -> tuple[list[str], dict, dict]:
-        """Scores every segment of ``stream`` once (rows gathered from all ranks)."""
+    def predict(self, stream, ms_tally=None) -> tuple[list[str], dict, dict]:
+        """Scores every segment of ``stream`` once (rows gathered from all ranks); adds the
+        motion targets and MS predictions to ``ms_tally`` when given."""
         distributed.average_buffers(self.engine.module)
         self.engine.eval()
         try:
-            return predict(self.engine, stream.eval_batches(), self.device, self.dtype)
+            return predict(self.engine, stream.eval_batches(), self.device, self.dtype, ms_tally)
         finally:
             self.engine.train()
 

@@ -15,7 +15,7 @@ LABEL_KEYS = ("verb", "noun", "class")
 
 @torch.no_grad()
 def predict(forward: Callable[[dict], object], batches: Iterable[dict], device: torch.device,
-            dtype: torch.dtype = torch.float32):
+            dtype: torch.dtype = torch.float32, ms_tally=None):
     """Runs ``forward`` over this rank's batches and gathers every rank's rows.
 
     Args:
@@ -23,6 +23,8 @@ def predict(forward: Callable[[dict], object], batches: Iterable[dict], device: 
         batches: This rank's evaluation batches (``segment_id`` plus inputs and labels).
         device: Where the model runs.
         dtype: Floating dtype of the model's inputs.
+        ms_tally: A :class:`fpar.evaluation.ms_score.CellTally` to add every batch's motion
+            targets and MS prediction to; on return it holds every rank's.
 
     Returns:
         ``(ids, logits, labels)`` on every rank: segment ids, float32 logits per head and
@@ -35,7 +37,10 @@ def predict(forward: Callable[[dict], object], batches: Iterable[dict], device: 
     logits: dict[str, list[np.ndarray]] = {}
     labels: dict[str, list[np.ndarray]] = {}
     for batch in batches:
-        output = forward(prepare_batch(batch, device, dtype))
+        model_batch = prepare_batch(batch, device, dtype)
+        output = forward(model_batch)
+        if ms_tally is not None and "motion" in model_batch:
+            ms_tally.add(model_batch["motion"], output.ms)
         ids.extend(str(s) for s in batch["segment_id"])
         for head, value in output.logits.items():
             logits.setdefault(head, []).append(value.float().cpu().numpy())
@@ -45,6 +50,10 @@ def predict(forward: Callable[[dict], object], batches: Iterable[dict], device: 
     local = (ids, {k: np.concatenate(v) for k, v in logits.items()},
              {k: np.concatenate(v) for k, v in labels.items()})
     parts = distributed.gather_objects(local)
+    if ms_tally is not None:
+        from fpar.evaluation.ms_score import merge_ranks
+
+        merge_ranks(ms_tally)
     all_ids = [i for part in parts for i in part[0]]
     duplicates = len(all_ids) - len(set(all_ids))
     if duplicates:
