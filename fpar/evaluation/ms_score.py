@@ -195,6 +195,8 @@ def targets_tally(cfg, folder: str | Path, rank: int = 0, world_size: int = 1) -
     stream = ShardStream(cfg.data, str(folder), train=False, rank=rank, world_size=world_size,
                          seed=cfg.seed)
     for batch in stream.eval_batches():
+        if "motion" not in batch:
+            continue
         tally.add(prepare_batch({"motion": batch["motion"]}, torch.device("cpu"))["motion"])
     return merge_ranks(tally)
 
