@@ -172,8 +172,10 @@ def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] =
         if cfg.eval.final_checkpoint == "best":
             trainer.use_best_weights()
         summary["scores"] = {}
+        train_ms = _train_ms_tally(cfg, layout) if cfg.test_splits() else None
         for split, folder in cfg.test_splits().items():
-            path = _score_split(trainer, cfg, layout, split, folder, run_dir / f"scores_{split}.pt")
+            path = _score_split(trainer, cfg, layout, split, folder, run_dir / f"scores_{split}.pt",
+                                train_ms)
             summary["scores"][split] = str(path)
         summary["run_dir"] = str(run_dir)
         if layout.is_main:
@@ -200,20 +202,45 @@ def _official_metrics(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def _train_ms_tally(cfg: ExperimentConfig, layout):
+    """The training split's per-cell motion targets (the MS score's trivial predictors), or
+    None when its shards are not here."""
+    from fpar.evaluation.ms_score import targets_tally
+
+    if not cfg.data.train_shards or not Path(cfg.data.train_shards).is_dir():
+        log.warning("no training shards at %s: the MS score is not computed",
+                    cfg.data.train_shards)
+        return None
+    return targets_tally(cfg, cfg.data.train_shards, layout.rank, layout.world_size)
+
+
+def _write_ms(layout, out: Path, split: str, test_ms, train_ms) -> None:
+    """Writes the MS tallies and score beside a scores file (rank 0) and logs the score."""
+    from fpar.evaluation.ms_score import headline, ms_file_of, write_ms_file
+
+    if train_ms is None or not layout.is_main:
+        return
+    scores = write_ms_file(ms_file_of(out, split), test_ms, train_ms)
+    log.info("%s: %s", split, headline(scores))
+
+
 def _score_split(trainer, cfg: ExperimentConfig, layout, split: str, folder: str,
-                 out: Path) -> Path:
+                 out: Path, train_ms=None) -> Path:
     from fpar.data import ShardStream
+    from fpar.evaluation.ms_score import new_tally
     from fpar.evaluation.scores import save_scores
 
     stream = ShardStream(cfg.data, folder, train=False, rank=layout.rank,
                          world_size=layout.world_size, seed=cfg.seed,
                          pin_memory=trainer.device.type == "cuda")
+    test_ms = new_tally(cfg.model)
     ids, logits, labels = trainer.predict(stream, cfg.eval.views(), cfg.eval.aggregate,
-                                          progress=layout.is_main)
+                                          progress=layout.is_main, ms_tally=test_ms)
     if layout.is_main:
         save_scores(out, ids, logits, views=views_record(cfg.eval))
         log.info("%s: %d segments scored -> %s %s", split, len(ids), out,
                  top1_metrics(logits, labels))
+        _write_ms(layout, out, split, test_ms, train_ms)
     distributed.barrier()
     return out
 
@@ -264,13 +291,15 @@ def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | No
         run_dir_or_checkpoint: A run folder (its latest complete checkpoint) or a
             checkpoint folder ``run/checkpoints/stepNNNNNNNN``.
         split: ``train``, ``val``, ``test``, a name of ``eval.test_splits``, or a shard folder.
-        out: Scores file (default ``run/scores_<split>.pt``).
+        out: Scores file (default ``run/scores_<split>.pt``); the MS score's tallies go
+            beside it (``ms_<split>.json``, :mod:`fpar.evaluation.ms_score`).
         overrides: ``eval.*=value`` settings replacing the run's (``eval.clips=2``).
 
     Returns:
         The scores file (written by rank 0; every rank returns its path).
     """
     from fpar.data import ShardStream
+    from fpar.evaluation.ms_score import new_tally
     from fpar.evaluation.scores import save_scores
     from fpar.models import build_model
 
@@ -293,14 +322,17 @@ def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | No
         stream = ShardStream(cfg.data, folder, train=False, rank=layout.rank,
                              world_size=layout.world_size, seed=cfg.seed,
                              pin_memory=device.type == "cuda")
+        test_ms = new_tally(cfg.model)
         ids, logits, labels = predict_stream(model, stream, device, views=cfg.eval.views(),
                                              aggregate=cfg.eval.aggregate,
-                                             progress=layout.is_main)
+                                             progress=layout.is_main, ms_tally=test_ms)
+        train_ms = _train_ms_tally(cfg, layout)
         if layout.is_main:
             save_scores(out, ids, logits, views=views_record(cfg.eval))
             log.info("%s (%s): %d segments scored with %s from %s -> %s %s", name, folder,
                      len(ids), tag_dir.name, describe_views(views_record(cfg.eval)), out,
                      top1_metrics(logits, labels))
+            _write_ms(layout, out, name, test_ms, train_ms)
         return out
     finally:
         distributed.teardown()

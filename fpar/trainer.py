@@ -383,14 +383,15 @@ class Trainer:
         return metrics, is_best
 
     def predict(self, stream, views: tuple = (), aggregate: str = "prob",
-                progress: bool = False) -> tuple[list[str], dict, dict]:
+                progress: bool = False, ms_tally=None) -> tuple[list[str], dict, dict]:
         """Scores every segment of ``stream`` once (rows gathered from all ranks), from
-        its test-time ``views`` (default: one)."""
+        its test-time ``views`` (default: one); adds the motion targets and MS predictions
+        to ``ms_tally`` when given."""
         distributed.average_buffers(self.engine.module)
         self.engine.eval()
         try:
             return predict_stream(self.engine, stream, self.device, self.dtype, views,
-                                  aggregate, progress)
+                                  aggregate, progress, ms_tally)
         finally:
             self.engine.train()
 

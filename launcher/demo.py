@@ -116,10 +116,11 @@ def overrides_for(system: str, scale: DemoScale, shards: dict[str, Path], seed: 
 
 
 def train_system(out: Path, system: str, scale: DemoScale, shards: dict[str, Path],
-                 seed: int, run_dir: Path | None = None) -> Path:
+                 seed: int, run_dir: Path | None = None, extra: list[str] = ()) -> Path:
     """Trains one system in a child process (``fpar train``), unless already finished.
 
-    The run goes to ``run_dir`` (default ``out/runs/<system>``).
+    The run goes to ``run_dir`` (default ``out/runs/<system>``); ``extra`` overrides come
+    after the scale's.
     """
     run_dir = run_dir if run_dir is not None else out / "runs" / system
     from fpar.train import SUMMARY_FILE
@@ -128,7 +129,7 @@ def train_system(out: Path, system: str, scale: DemoScale, shards: dict[str, Pat
         log.info("%s already trained in %s", system, run_dir)
         return run_dir
     cmd = [sys.executable, "-m", "launcher.cli", "train", str(CONFIG),
-           *overrides_for(system, scale, shards, seed), "--run-dir", str(run_dir)]
+           *overrides_for(system, scale, shards, seed), *extra, "--run-dir", str(run_dir)]
     subprocess.run(cmd, check=True)
     return run_dir
 

@@ -42,7 +42,10 @@ def register(subparsers) -> None:
         description="Write an EPIC-format scores file for a split: exactly one row per "
         "segment, also with several processes. A segment is scored from the run's "
         "eval.clips x eval.crops test-time views (--clips/--crops override), averaged by "
-        "eval.aggregate; the file records the views.")
+        "eval.aggregate; the file records the views. Beside it, ms_SPLIT.json: the MS head's "
+        "per-cell F1 and IoU of 'moving' (regression heads: squared error) at the head's "
+        "resolution against the split's motion maps, next to predicting all static and "
+        "each cell's moving frequency in the training split; printed as one line.")
     ev.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT",
                     help="run folder (its latest complete checkpoint) or a checkpoint folder")
     ev.add_argument("--split", required=True,
@@ -172,4 +175,10 @@ def _eval(args: argparse.Namespace) -> int:
 
     path = evaluate(args.checkpoint, args.split, args.out, _view_overrides(args))
     print(path)
+    from fpar.evaluation.ms_score import headline, ms_file_of
+    from fpar.io import read_json
+
+    ms = ms_file_of(path, Path(args.split).name)
+    if ms.is_file() and ms.stat().st_mtime >= path.stat().st_mtime:
+        print(f"{ms}: {headline(read_json(ms)['scores'])}")
     return 0

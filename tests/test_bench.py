@@ -262,3 +262,14 @@ def test_accuracy_reports_each_system_on_seen_and_unseen(tiny_work):
             assert positive(views["2x3"]["eval_wall_s"][split])
     scored = tiny_work / "runs" / "sparnet_seed0" / "views_2x3" / "scores_s1.pt"
     assert read_views(scored) == {"clips": 2, "crops": 3, "views": 6, "aggregate": "prob"}
+    # The MS score: SparNet's head next to the trivial predictors; the baseline has no head.
+    ms = result["ms_score"]
+    for split in ("s1", "s2"):
+        head = ms["sparnet"][split]["head_f1"]
+        assert 0.0 <= head["mean"] <= 1.0 and head["values"] == [head["mean"]]
+        assert ms["sparnet"][split]["all_static_f1"]["mean"] == 0.0
+        assert "head_f1" not in ms["baseline"][split]
+        assert (ms["baseline"][split]["train_frequency_f1"]
+                == ms["sparnet"][split]["train_frequency_f1"])
+    run_metrics = json.loads((tiny_work / "runs" / "sparnet_seed0" / "metrics.json").read_text())
+    assert run_metrics["splits"]["s1"]["ms"]["head"]["f1"] == ms["sparnet"]["s1"]["head_f1"]["mean"]

@@ -8,6 +8,7 @@ processes (DeepSpeed sets its process group up once per interpreter), then repor
 from __future__ import annotations
 
 import html.parser
+import json
 import math
 import subprocess
 import sys
@@ -180,6 +181,14 @@ def test_attention_and_motion_figures_follow_the_model(reports):
     assert "baseline applies no spatial attention" in sections["attention"]
     assert "baseline has no motion-segmentation head" in sections["motion"]
     assert not (reports["baseline"].parent.parent / "baseline" / "report").exists()
+    # The MS score table: the head's F1 as metrics.json has it; the baseline has none.
+    metrics = json.loads((reports["sparnet_cam"].parents[1] / "metrics.json").read_text())
+    for split in SPLITS:
+        ms = metrics["splits"][split]["ms"]
+        assert f"{ms['head']['f1']:.3f}" in cam_sections["motion"]
+        assert ms["all_static"]["f1"] == 0.0 and 0.0 <= ms["train_frequency"]["f1"] <= 1.0
+    assert "MS score" in cam_sections["motion"] and "MS score" in sections["motion"]
+    assert "head F1" in sections["motion"]
 
 
 @pytest.mark.slow

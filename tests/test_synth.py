@@ -91,9 +91,11 @@ def test_masks_match_videos_and_segments(epic55, plan):
         assert mask.shape == (video.num_frames, H, W) and mask.dtype == np.uint8
         assert set(np.unique(mask)) <= {0, 1}
         inside = np.zeros(video.num_frames, bool)
-        for seg in video.segments:
+        tracks = VideoRenderer(video, plan.seed, W, H, FPS, plan.options).tracks
+        for seg, track in zip(video.segments, tracks):
             span = mask[seg.start_frame - 1:seg.stop_frame]
-            inside[seg.start_frame - 1:seg.stop_frame] = True
+            # The hand reaches before the segment and withdraws after it: it moves then.
+            inside[track.first:track.last + 1] = True
             # The object may leave the picture at the end of "take": most frames show it.
             assert (span.sum((1, 2)) > 0).mean() > 0.8, seg.segment_id
         assert mask[~inside].sum() == 0, "nothing is labelled moving between segments"
@@ -114,7 +116,7 @@ def test_mask_covers_the_moving_object(epic55, plan):
     """Decoded pixels under the mask have the moving object's colours and move over time."""
     shares, differs = [], []
     for video in plan.videos[:4]:
-        renderer = VideoRenderer(video, plan.seed, W, H, FPS)
+        renderer = VideoRenderer(video, plan.seed, W, H, FPS, plan.options)
         mask = np.load(epic55 / "masks" / f"{video.video_id}.npz")["mask"]
         vr = decord.VideoReader(str(epic55 / "videos" / video.participant / f"{video.video_id}.MP4"))
         for seg, track in zip(video.segments, renderer.tracks):
@@ -122,7 +124,10 @@ def test_mask_covers_the_moving_object(epic55, plan):
             b = seg.stop_frame - 1 - (seg.stop_frame - seg.start_frame) // 4
             fa, fb = vr.get_batch([a, b]).asnumpy()
             for frame, t in ((fa, a), (fb, b)):
-                share = _object_colour_share(frame, mask[t], track.colours)
+                skin = renderer.skin  # the hand holds it
+                colours = {**track.colours, "skin": skin.skin, "shade": skin.shade,
+                           "sleeve": skin.sleeve}
+                share = _object_colour_share(frame, mask[t], colours)
                 if not np.isnan(share):
                     shares.append(share)
             # Far apart inside a segment, the masked region is not the same.
@@ -223,3 +228,53 @@ def test_synth_json_describes_the_run(epic55, plan):
     assert meta["seed"] == 0 and meta["unseen_participants"] == ["P04"]
     assert {v: d["frames"] for v, d in meta["videos"].items()} == {
         v.video_id: v.num_frames for v in plan.videos}
+
+
+def _render(video, seed: int, hands: int) -> tuple[VideoRenderer, np.ndarray, np.ndarray]:
+    opts = Options(width=W, height=H, fps=FPS, hands=hands)
+    renderer = VideoRenderer(video, seed, W, H, FPS, opts)
+    mask = np.zeros((video.num_frames, H, W), np.uint8)
+    frames = np.stack(list(renderer.frames(mask)))
+    return renderer, frames, mask
+
+
+def test_hands_are_in_the_true_masks_while_they_move(plan):
+    """The acting hand reaches, holds the moving object and withdraws, in the mask; a
+    resting hand is drawn but not in the mask; without hands the kitchen is unchanged."""
+    resting = 0
+    for video in plan.videos[:3]:
+        with_hands, frames, mask = _render(video, plan.seed, 2)
+        bare, bare_frames, bare_mask = _render(video, plan.seed, 0)
+        np.testing.assert_array_equal(bare.camera.matrices, with_hands.camera.matrices)
+        skin = with_hands.skin
+        arm = np.array([skin.skin, skin.shade, skin.sleeve], np.float32)
+        for track, hand in zip(with_hands.tracks, with_hands.hands):
+            before = (track.first + track.start) // 2  # reaching: only the hand moves
+            assert bare_mask[before].sum() == 0 and mask[before].sum() > 0
+            drawn = np.abs(frames[before].astype(int) - bare_frames[before]).sum(2) > 0
+            assert (mask[before].astype(bool) & drawn).sum() >= 0.9 * mask[before].sum()
+            middle = (track.start + track.stop) // 2  # holding the moving object
+            extra = mask[middle].astype(bool) & ~bare_mask[middle].astype(bool)
+            assert extra.sum() > 0
+            pix = frames[middle][extra].astype(np.float32)
+            near_arm = np.linalg.norm(pix[:, None] - arm[None], axis=2).min(1) < 45
+            assert near_arm.mean() > 0.8
+            t = track.first  # the acting hand is below the frame
+            idle = with_hands.hand_points(t)[1]
+            assert mask[t].sum() == 0
+            if idle is not None and 2 <= idle[0] < W - 2 and 2 <= idle[1] < H - 2:
+                assert not np.array_equal(frames[t], bare_frames[t])  # drawn, not moving
+                resting += 1
+    assert resting > 0
+    skins = {VideoRenderer(v, plan.seed, W, H, FPS, plan.options).skin.skin for v in plan.videos}
+    assert len(skins) == len({v.participant for v in plan.videos}) > 1
+
+
+def test_hands_option_is_checked_and_recorded(tmp_path):
+    with pytest.raises(ValueError, match="hands"):
+        Options(hands=3, fps=30.0).validate()
+    out = tmp_path / "bare"
+    assert main(["synth", "--format", "epic55", "--out", str(out), "--participants", "2",
+                 "--segments", "4", "--width", str(W), "--height", str(H), "--fps", str(FPS),
+                 "--hands", "0"]) == 0
+    assert json.loads((out / "synth.json").read_text())["options"]["hands"] == 0

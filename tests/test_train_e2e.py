@@ -118,8 +118,19 @@ def test_killed_two_rank_run_resumes_with_the_same_losses(runs):
 
 def test_fpar_eval_with_two_ranks_writes_one_row_per_segment(runs, tmp_path):
     out = tmp_path / "s1_scores.pt"
-    fpar("eval", str(runs["two"]), "--split", "s1", "--nproc", "2", "--out", str(out))
+    proc = fpar("eval", str(runs["two"]), "--split", "s1", "--nproc", "2", "--out", str(out))
     ids, outputs = load_scores(out)
+    # The MS score beside the scores, every rank's frames counted once: the same tallies as
+    # training's own pass over s1, and its line printed.
+    ms = json.loads((tmp_path / "ms_s1.json").read_text())
+    trained = json.loads((runs["two"] / "ms_s1.json").read_text())
+    assert ms["test"]["frames"] == trained["test"]["frames"] > 0
+    assert ms["test"]["moving"] == trained["test"]["moving"]
+    assert ms["test"]["head"] == trained["test"]["head"]
+    assert sum(ms["test"]["head"]) == ms["test"]["frames"] * ms["test"]["side"] ** 2
+    assert "MS f1 head" in proc.stdout
+    metrics = json.loads((runs["two"] / "metrics.json").read_text())
+    assert metrics["splits"]["s1"]["ms"] == trained["scores"]
     assert len(ids) == len(set(ids)) and set(ids) == s1_ids(runs["shards"])
     # Same weights as the end of training: the scores match those training wrote.
     train_ids, train_outputs = load_scores(runs["two"] / "scores_s1.pt")

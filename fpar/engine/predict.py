@@ -24,19 +24,19 @@ LABEL_KEYS = ("verb", "noun", "class")
 
 def predict_stream(forward: Callable[[dict], object], stream, device: torch.device,
                    dtype: torch.dtype = torch.float32, views: Sequence[View] = (),
-                   aggregate: str = "prob", progress: bool = False):
+                   aggregate: str = "prob", progress: bool = False, ms_tally=None):
     """:func:`predict` over a ``ShardStream``'s evaluation pass with test-time ``views``
     (one view: the chunk centres and the centre crop), averaged by ``aggregate``;
-    ``progress`` shows this rank's segments/s."""
+    ``progress`` shows this rank's segments/s; ``ms_tally`` as in :func:`predict`."""
     average = None if single_view(views) else ViewAverage(views, stream.cfg.mirrored, aggregate)
     meter = SegmentProgress(stream.num_rank_samples) if progress else None
-    return predict(forward, stream.eval_batches(views), device, dtype, average, meter)
+    return predict(forward, stream.eval_batches(views), device, dtype, average, meter, ms_tally)
 
 
 @torch.no_grad()
 def predict(forward: Callable[[dict], object], batches: Iterable[dict], device: torch.device,
             dtype: torch.dtype = torch.float32, views: ViewAverage | None = None,
-            progress: SegmentProgress | None = None):
+            progress: SegmentProgress | None = None, ms_tally=None):
     """Runs ``forward`` over this rank's batches and gathers every rank's rows.
 
     Args:
@@ -47,6 +47,8 @@ def predict(forward: Callable[[dict], object], batches: Iterable[dict], device: 
         dtype: Floating dtype of the model's inputs.
         views: Averages the rows of each segment's views, for batches of several views.
         progress: Counts the segments scored.
+        ms_tally: A :class:`fpar.evaluation.ms_score.CellTally` to add every batch's motion
+            targets and MS prediction to; on return it holds every rank's.
 
     Returns:
         ``(ids, logits, labels)`` on every rank: segment ids, float32 logits per head and
@@ -59,7 +61,10 @@ def predict(forward: Callable[[dict], object], batches: Iterable[dict], device: 
     logits: dict[str, list[np.ndarray]] = {}
     labels: dict[str, list[np.ndarray]] = {}
     for batch in batches:
-        output = forward(prepare_batch(batch, device, dtype))
+        model_batch = prepare_batch(batch, device, dtype)
+        output = forward(model_batch)
+        if ms_tally is not None and "motion" in model_batch:
+            ms_tally.add(model_batch["motion"], output.ms)
         rows = ([str(s) for s in batch["segment_id"]],
                 {head: value.float().cpu().numpy() for head, value in output.logits.items()},
                 {key: np.asarray(batch[key].cpu(), dtype=np.int64)
@@ -74,6 +79,10 @@ def predict(forward: Callable[[dict], object], batches: Iterable[dict], device: 
     local = (ids, {k: np.concatenate(v) for k, v in logits.items()},
              {k: np.concatenate(v) for k, v in labels.items()})
     parts = distributed.gather_objects(local)
+    if ms_tally is not None:
+        from fpar.evaluation.ms_score import merge_ranks
+
+        merge_ranks(ms_tally)
     all_ids = [i for part in parts for i in part[0]]
     duplicates = len(all_ids) - len(set(all_ids))
     if duplicates:

@@ -15,6 +15,7 @@ from typing import Any
 
 from fpar.evaluation.groundtruth import EvaluationError
 from fpar.evaluation.metrics import evaluate
+from fpar.evaluation.ms_score import ms_file_of
 from fpar.evaluation.scores import load_scores
 from fpar.io import atomic_write_json, read_json
 
@@ -57,7 +58,8 @@ def score_run(run_dir: str | Path, annotations: str | Path | None = None,
 
     Returns:
         ``{"format": ..., "splits": {name: metrics}}`` (``fpar.evaluation.evaluate``'s
-        layout); unlabelled splits are left out with a log line.
+        layout, plus ``ms``: the MS score of :mod:`fpar.evaluation.ms_score` where the run
+        wrote ``ms_<name>.json``); unlabelled splits are left out with a log line.
 
     Raises:
         FileNotFoundError: If the run has no scores file.
@@ -94,5 +96,8 @@ def score_run(run_dir: str | Path, annotations: str | Path | None = None,
                 continue
             raise
         result["splits"][name] = scored["splits"][split]
+        ms = ms_file_of(path, name)
+        if ms.is_file():
+            result["splits"][name]["ms"] = read_json(ms)["scores"]
     atomic_write_json(run_dir / METRICS_FILE, result)
     return result

@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fpar.evaluation.views import describe_views
+from fpar.io import read_json
 from fpar.report import figures
 from fpar.report.collect import (
     RunContents,
@@ -172,11 +173,55 @@ def _clip_title(sample: ClipSample, names: dict[str, list[str]]) -> str:
     return f"{sample.split} segment {sample.segment_id}: true {true} / predicted {pred}"
 
 
+def ms_score_table(run_dir: Path) -> Table | None:
+    """The MS score of every split the run wrote one for (``ms_<split>.json``), or None."""
+    from fpar.evaluation.ms_score import ms_file_of
+    from fpar.evaluation.run_metrics import scores_files
+
+    rows, kind = [], None
+    for name, path in scores_files(run_dir).items():
+        file = ms_file_of(path, name)
+        if not file.is_file():
+            continue
+        try:
+            scores = read_json(file)["scores"]
+        except (ValueError, KeyError) as err:
+            log.warning("%s: unreadable MS score (%s)", file, err)
+            continue
+        kind = scores["kind"]
+        head = {k: f"{v:.3f}" for k, v in (scores["head"] or {}).items()}
+        cells = f"{scores['side']}x{scores['side']}"
+        share = f"{100 * scores['moving_share']:.1f}%"
+        if kind == "classification":
+            freq = scores["train_frequency"]
+            rows.append([_split_title(name), cells, share, head.get("f1", "-"),
+                         head.get("iou", "-"), f"{scores['all_static']['f1']:.3f}",
+                         f"{freq['f1']:.3f}", f"{freq['iou']:.3f}"])
+        else:
+            rows.append([_split_title(name), cells, share, head.get("mse", "-"),
+                         f"{scores['all_static']['mse']:.4f}",
+                         f"{scores['train_frequency']['mse']:.4f}"])
+    if not rows:
+        return None
+    if kind == "classification":
+        header = ["split", "cells", "moving", "head F1", "head IoU", "all static F1",
+                  "training frequency F1", "training frequency IoU"]
+    else:
+        header = ["split", "cells", "moving (mean fraction)", "head MSE", "all static MSE",
+                  "training mean MSE"]
+    return Table(header, rows, caption="MS score: the head's moving/static prediction per "
+                 "cell against the motion maps (training's crop and threshold), next to "
+                 "predicting all static and each cell's training frequency")
+
+
 def clip_sections(model_name: str, samples: list[ClipSample], names: dict, out: Path,
-                  why_none: str | None) -> list[Section]:
-    """Attention overlays and predicted vs target motion maps of the sampled clips."""
+                  why_none: str | None, ms_table: Table | None = None) -> list[Section]:
+    """Attention overlays and predicted vs target motion maps of the sampled clips, after
+    the MS score table when there is one."""
     att = Section("Attention", anchor="attention")
     ms = Section("Motion segmentation", anchor="motion")
+    if ms_table is not None:
+        ms.tables.append(ms_table)
     if why_none is not None:
         att.notes.append(why_none)
         ms.notes.append(why_none)
@@ -253,7 +298,8 @@ def make_report(run_dir: str | Path, out: str | Path | None = None,
     sections = [run_section(run, checkpoint), training_section(run, out), metrics_section(results)]
     sections += split_sections(fmt, results, out)
     sections.append(comparison_section(fmt, results, out))
-    sections += clip_sections(run.config.model.name, clips, names, out, why_none)
+    sections += clip_sections(run.config.model.name, clips, names, out, why_none,
+                              ms_score_table(run.run_dir))
     sections.append(Section("Configuration", preformatted=run.config_text, anchor="config"))
     subtitle = f"{run.config.model.name} on {fmt}"
     page = write_page(out, f"Run {run.config.name}", sections, subtitle)

@@ -4,8 +4,10 @@ The demo's steps (synthetic EPIC-55 kitchens, shards, ``fpar train``, official m
 are run once for the data and once per (system, seed) for training, with the same budget
 for both systems. Reported per system: verb / noun / action top-1 on S1 (seen kitchens)
 and S2 (unseen kitchens), each as mean and sample std over the seeds, plus every value;
-next to them the majority-class rates (``majority_top1``) and the verb pose oracle, and
-per test-time view set (``--views``) the top-1 and ``fpar eval`` time (``views``).
+next to them the majority-class rates (``majority_top1``) and the verb pose oracle;
+per test-time view set (``--views``) the top-1 and ``fpar eval`` time (``views``); and the
+MS head's score (``ms_score``: F1 and IoU of "moving" cells, next to the all-static and
+training-frequency predictors, :mod:`fpar.evaluation.ms_score`).
 Every step resumes in ``--work``: finished data, shards and runs are reused.
 """
 
@@ -39,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed of the synthetic kitchens, the same for every run (default 0)")
     parser.add_argument("--systems", default="sparnet,baseline",
                         help="comma-separated model names to compare (default sparnet,baseline)")
+    parser.add_argument("--ms-tap", choices=("conv3_x", "conv4_x", "conv5_x"), default=None,
+                        help="trunk stage the MS head reads (default: the scale's last stage, "
+                        "as in the demo); runs with another tap are kept apart in --work")
     parser.add_argument("--work", metavar="DIR",
                         help="folder for data, shards and runs, reused when run again "
                         "(default: a temporary folder, removed afterwards)")
@@ -74,6 +79,28 @@ def summarise(per_seed: dict[int, dict]) -> dict:
     return out
 
 
+MS_FIELDS = (("head", "f1"), ("head", "iou"), ("all_static", "f1"), ("train_frequency", "f1"))
+
+
+def summarise_ms(per_seed: dict[int, dict]) -> dict:
+    """Mean/std/values of the MS score per split (head F1 and IoU, the trivial predictors' F1),
+    for the splits whose metrics hold one (``ms``; a model without the head has no ``head``)."""
+    from launcher.benchmarks.stats import mean_std
+
+    seeds = sorted(per_seed)
+    out = {}
+    for split in SPLITS:
+        scores = [per_seed[s][split].get("ms") for s in seeds]
+        if any(m is None for m in scores):
+            continue
+        out[split] = {"side": scores[0]["side"], "moving_share": scores[0]["moving_share"]}
+        for who, key in MS_FIELDS:
+            if all(m.get(who) for m in scores):
+                values = [float(m[who][key]) for m in scores]
+                out[split][f"{who}_{key}"] = {**mean_std(values), "values": values}
+    return out
+
+
 def verb_oracle(data: Path, scale) -> dict:
     """Verb top-1 (%) of the pose oracle on the demo's sampled frames (shards.synth.oracle):
     camera compensated ("world") and on the screen, with the majority-class rate."""
@@ -103,6 +130,12 @@ def run(args: argparse.Namespace) -> dict:
         return _measure(Path(tmp), args, seeds, systems)
 
 
+def _run_dir(work: Path, system: str, seed: int, ms_tap: str | None) -> Path:
+    """A trained run's folder: one per system, MS tap and training seed."""
+    tap = f"-{ms_tap}" if ms_tap and system != "baseline" else ""
+    return work / "runs" / f"{system}{tap}_seed{seed}"
+
+
 def _measure(work: Path, args: argparse.Namespace, seeds: list[int], systems: list[str]) -> dict:
     from launcher import demo
     from launcher.benchmarks.output import stdout_to_stderr
@@ -117,12 +150,13 @@ def _measure(work: Path, args: argparse.Namespace, seeds: list[int], systems: li
         shards = demo.make_shards(work, data, scale, args.workers)
         for seed in seeds:
             for system in systems:
-                run_dir = work / "runs" / f"{system}_seed{seed}"
+                run_dir = _run_dir(work, system, seed, args.ms_tap)
                 began = time.perf_counter()
-                demo.train_system(work, system, scale, shards, seed, run_dir=run_dir)
+                extra = [f"model.ms_tap={args.ms_tap}"] if args.ms_tap else []
+                demo.train_system(work, system, scale, shards, seed, run_dir=run_dir, extra=extra)
                 train_seconds[system].append(time.perf_counter() - began)
                 metrics[system][seed] = demo.evaluate_run(run_dir)
-        views = {system: compare_views({seed: work / "runs" / f"{system}_seed{seed}"
+        views = {system: compare_views({seed: _run_dir(work, system, seed, args.ms_tap)
                                         for seed in seeds}, data / "annotations", args.view_sets)
                  for system in systems}
     results = {system: summarise(metrics[system]) for system in systems}
@@ -140,7 +174,9 @@ def _measure(work: Path, args: argparse.Namespace, seeds: list[int], systems: li
         "seeds": seeds,
         "data_seed": args.data_seed,
         "test_segments": segments,
+        "ms_tap": args.ms_tap or scale.features_from,
         "top1": results,
+        "ms_score": {system: summarise_ms(metrics[system]) for system in systems},
         "mean_gain": gains,
         "oracle_verb_top1": oracle,
         "majority_top1": majority_rates(data),

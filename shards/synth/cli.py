@@ -65,6 +65,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-cycles", type=float, default=d.max_cycles,
                    help="most shake/stir oscillations per segment (7 sampled frames tell at "
                    "most 3 apart)")
+    p.add_argument("--hands", type=int, choices=(0, 1, 2), default=d.hands,
+                   help="the wearer's arms, entering from the lower edge with the "
+                   "participant's skin tone: 1 = the hand that reaches for the acting object, "
+                   "holds it while it moves and withdraws (in the masks while it moves); 2 = "
+                   "also the free hand, resting still elsewhere in half of the segments; 0 = "
+                   "none (the kitchens before hands)")
     p.add_argument("--no-masks", dest="masks", action="store_false",
                    help="do not write the moving-object masks")
     p.add_argument("--crf", type=int, default=d.crf,

@@ -116,6 +116,54 @@ def oracle_accuracy(plan: DatasetPlan, stored: int = 14, num_frames: int = 7) ->
     return result
 
 
+def single_frame_choice(plan: DatasetPlan, stored: int = 14, num_frames: int = 7,
+                        splits: tuple[str, ...] = ("s1", "s2")) -> dict[str, float]:
+    """How often one frame tells which object moves, among the acting object and its static
+    look-alikes: at the middle test-time pick of every segment of ``splits``, in each of the
+    full-height square crops training takes (left, centre, right: ``data.scales: [1.0]``).
+
+    ``centre``: the object nearest the crop's centre (the camera follows the acting object,
+    so in the centre crop this rule is always right). ``hands``: the object nearest a hand
+    in the crop (the grip of the hand that handles the object, or a resting hand), else the
+    centre rule; the same as ``centre`` without hands. ``hand_in_view``: share of those crops
+    with a hand in them. An acting object outside the crop counts as missed by both.
+    """
+    opts = plan.options
+    side = min(opts.width, opts.height)
+    lefts = (0.0, (opts.width - side) / 2, float(opts.width - side))
+    hits = {"centre": 0, "hands": 0, "hand_in_view": 0}
+    total = 0
+    for video in plan.videos:
+        if video.split not in splits:
+            continue
+        renderer = VideoRenderer(video, plan.seed, opts.width, opts.height, video.fps, opts)
+        for seg, track in zip(video.segments, renderer.tracks):
+            t = picked_frames(seg.start_frame, seg.stop_frame, stored, num_frames)[num_frames // 2]
+            m = renderer.camera.matrices[t]
+            poses = [track.pose(t)] + [pose for _, pose in track.distractors]
+            centres = np.array([m @ np.array([p.x, p.y, 1.0]) for p in poses])
+            hands = [h for h in renderer.hand_points(t) if h is not None]
+            for left in lefts:
+                def inside(p: np.ndarray) -> bool:
+                    return left <= p[0] < left + side and 0 <= p[1] < side
+                shown = np.array([inside(c) for c in centres])
+                total += 1
+                if not shown[0]:
+                    continue
+                centre = np.array([left + side / 2, side / 2])
+                gap = np.where(shown, np.hypot(*(centres - centre).T), np.inf)
+                by_centre = int(np.argmin(gap))
+                in_crop = [h for h in hands if inside(h)]
+                by_hand = by_centre
+                if in_crop:
+                    near = np.min([np.hypot(*(centres - h).T) for h in in_crop], axis=0)
+                    by_hand = int(np.argmin(np.where(shown, near, np.inf)))
+                hits["centre"] += by_centre == 0
+                hits["hands"] += by_hand == 0
+                hits["hand_in_view"] += bool(in_crop)
+    return {k: v / max(total, 1) for k, v in hits.items()}
+
+
 def majority_rates(plan: DatasetPlan) -> dict[str, dict[str, float]]:
     """Per task (verb, noun) and test split (s1, s2): top-1 of always answering the most
     frequent training class."""
@@ -139,5 +187,6 @@ def plan_of(folder: str | Path) -> DatasetPlan:
     opts = dict(meta["options"])
     if isinstance(opts.get("fps"), list):
         opts["fps"] = tuple(opts["fps"])
+    opts.setdefault("hands", 0)  # written before the kitchens had hands
     return make_plan(meta["format"], len(meta["participants"]), meta["segments"], meta["seed"],
                      Options(**{k: v for k, v in opts.items() if k in Options.__dataclass_fields__}))

@@ -47,6 +47,9 @@ class Options:
     # most this many cycles per segment (7 sampled frames tell at most 3 apart).
     stroke_fill: float = 0.6
     max_cycles: float = 1.5
+    # The wearer's hands (shards.synth.hands): 0 none; 1 the hand that handles the object;
+    # 2 also the free hand, resting in view in half of the segments.
+    hands: int = 2
     masks: bool = True
     crf: int = 23
     preset: str = "superfast"
@@ -73,6 +76,8 @@ class Options:
         if not 0.0 <= self.stroke_fill <= 1.0 or self.max_cycles < 1.0:
             raise ValueError(f"need stroke_fill in [0, 1] and max_cycles >= 1, got "
                              f"{self.stroke_fill}, {self.max_cycles}")
+        if self.hands not in (0, 1, 2):
+            raise ValueError(f"hands must be 0, 1 or 2, got {self.hands}")
         if self.segments_per_video < 1 or self.workers < 1:
             raise ValueError("segments_per_video and workers must be >= 1")
         if not 0 <= self.crf <= 51:

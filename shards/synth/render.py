@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 
 from shards.synth import motions
+from shards.synth.hands import (draw_hand, grasp_point, participant_skin, plan_hands, reach,
+                                shoulder)
 from shards.synth.objects import Pose, colour_roles, draw_object, surface_texture
 from shards.synth.plan import Options, VideoPlan
 from shards.synth.scene import (REFERENCE_HEIGHT, camera_path, camera_reach, follow,
@@ -36,6 +38,7 @@ class ActorTrack:
     texture: np.ndarray  # the instance's surface (objects.surface_texture)
     canvas: np.ndarray  # the world with this segment's static distractors painted in
     fps: float
+    distractors: tuple = ()  # (noun, Pose) of the static look-alikes painted in ``canvas``
 
     @property
     def moves_whole(self) -> bool:
@@ -89,6 +92,14 @@ class VideoRenderer:
         self.tracks = self._tracks(rng)
         self.camera = follow(self.camera, self._held_points(), opts.camera_follow, fps,
                              width, height)
+        self.skin, self.hands = None, []
+        if opts.hands:
+            # A stream of its own: the kitchens without hands stay exactly what they were.
+            hand_rng = np.random.default_rng([plan.seed, 0x4A4D])
+            self.skin = participant_skin(dataset_seed, plan.participant_index, self.light)
+            self.hands = [plan_hands(hand_rng, opts.hands,
+                                     self.camera.centres[(tr.start + tr.stop) // 2], width, height)
+                          for tr in self.tracks]
 
     def _held_points(self) -> np.ndarray:
         """(T, 2) world centre of the object being handled per frame (NaN: none)."""
@@ -118,15 +129,18 @@ class VideoRenderer:
             target = mid + rng.uniform(-1, 1, 2) * (0.18 * self.width, 0.12 * self.height)
             angle = float(rng.uniform(-12, 12))
             base = Pose(target[0] - cx * size, target[1] - cy * size, size, angle, 0.0)
-            canvas = self._with_distractors(rng, mid, seg)
+            canvas, distractors = self._with_distractors(rng, mid, seg)
             colours = colour_roles(NOUNS[seg.noun], rng, self.light)
             tracks.append(ActorTrack(seg.noun, seg.verb, first, last, start, stop, base, params,
-                                     colours, surface_texture(rng), canvas, self.fps))
+                                     colours, surface_texture(rng), canvas, self.fps,
+                                     tuple(distractors)))
         return tracks
 
-    def _with_distractors(self, rng: np.random.Generator, mid: np.ndarray, seg) -> np.ndarray:
-        """The world with static objects of the same kinds around the action (not in the mask)."""
-        canvas = self.world.copy()
+    def _with_distractors(self, rng: np.random.Generator, mid: np.ndarray,
+                          seg) -> tuple[np.ndarray, list]:
+        """The world with static objects of the same kinds around the action (not in the
+        mask), and their (noun, pose)."""
+        canvas, placed = self.world.copy(), []
         for _ in range(int(rng.integers(*DISTRACTORS))):
             # Same noun as the actor now and then, so "which object" is not given by kind.
             noun = seg.noun if rng.random() < 0.3 else int(rng.integers(len(NOUNS)))
@@ -135,7 +149,34 @@ class VideoRenderer:
                         float(rng.uniform(-15, 15)), float(rng.uniform(0, 1)))
             colours = colour_roles(NOUNS[noun], rng, self.light)
             draw_object(canvas, NOUNS[noun], pose, colours, surface_texture(rng))
-        return canvas
+            placed.append((noun, pose))
+        return canvas, placed
+
+    def screen_scale(self, t: int) -> float:
+        """Screen pixels per world pixel at frame ``t``."""
+        m = self.camera.matrices[t]
+        return float(np.hypot(m[0, 0], m[1, 0]))
+
+    def hand_points(self, t: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Screen points of the acting hand's grip and the resting hand at frame ``t`` (None:
+        not drawn; the acting one may still be below the frame)."""
+        k = self._track_at(t)
+        if k < 0 or not self.hands:
+            return None, None
+        tr, hand, m = self.tracks[k], self.hands[k], self.camera.matrices[t]
+        idle = m @ np.array([*hand.idle, 1.0]) if hand.idle is not None else None
+        out = reach(t, tr.first, tr.start, tr.stop, tr.last)
+        if out <= 0:
+            return None, idle
+        grip = m @ np.array([*grasp_point(NOUNS[tr.noun], tr.pose(t), not tr.moves_whole), 1.0])
+        root = shoulder(hand.side, self.width, self.height)
+        return root + out * (grip - root), idle
+
+    def _track_at(self, t: int) -> int:
+        for k, tr in enumerate(self.tracks):
+            if tr.first <= t <= tr.last:
+                return k
+        return -1
 
     def frames(self, mask: np.ndarray | None = None) -> Iterator[np.ndarray]:
         """Yields (H, W, 3) uint8 RGB frames; fills ``mask`` (T, H, W) with what moves."""
@@ -150,8 +191,15 @@ class VideoRenderer:
                                    flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
             if k >= 0:
                 tr = self.tracks[k]
+                grip, idle = self.hand_points(t)
+                size = self.size * self.screen_scale(t)
+                if idle is not None:  # resting: still in the kitchen, not in the mask
+                    draw_hand(frame, idle, -self.hands[k].side, size, self.skin)
                 moving = tr.start <= t <= tr.stop
                 target = mask[t] if (mask is not None and moving) else None
                 draw_object(frame, NOUNS[tr.noun], tr.pose(t), tr.colours, tr.texture, matrix,
                             target, mask_body=tr.moves_whole)
+                if grip is not None:  # reaching, holding the moving object, withdrawing
+                    draw_hand(frame, grip, self.hands[k].side, size, self.skin,
+                              mask[t] if mask is not None else None)
             yield frame
