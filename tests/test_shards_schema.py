@@ -146,10 +146,10 @@ def test_manifest_is_checked(tmp_path):
     with pytest.raises(SchemaError, match="no manifest"):
         read_manifest(tmp_path)
     manifest = {"schema_version": SCHEMA_VERSION, "params": {}, "failures": [], "num_samples": 2,
-                "shards": [{"name": "b.tar", "samples": 1, "bytes": 1, "sha256": ""},
-                           {"name": "a.tar", "samples": 1, "bytes": 1, "sha256": ""}]}
+                "shards": [{"name": "x-000001.tar", "samples": 1, "bytes": 1, "sha256": ""},
+                           {"name": "x-000000.tar", "samples": 1, "bytes": 1, "sha256": ""}]}
     atomic_write_json(tmp_path / "manifest.json", manifest)
-    assert [p.name for p in shard_paths(tmp_path)] == ["a.tar", "b.tar"]
+    assert [p.name for p in shard_paths(tmp_path)] == ["x-000000.tar", "x-000001.tar"]
     atomic_write_json(tmp_path / "manifest.json", dict(manifest, schema_version=SCHEMA_VERSION + 1))
     with pytest.raises(SchemaError, match="schema version"):
         read_manifest(tmp_path)

@@ -72,7 +72,7 @@ def _order(args: argparse.Namespace) -> int:
         if args.world_size < 1 or not 0 <= args.rank < args.world_size or args.batch_size < 1:
             raise ValueError(f"need 0 <= --rank < --world-size and --batch-size >= 1, got rank "
                              f"{args.rank}, world size {args.world_size}, batch size {args.batch_size}")
-        shards = shard_entries(args.shards, read_manifest(args.shards)["shards"])
+        shards = shard_entries(args.shards, read_manifest(args.shards))
         reader = SampleReader(shards, ())
         plan = rank_plan(len(reader), train=True, seed=args.seed, epoch=args.epoch, rank=args.rank,
                          world_size=args.world_size, batch_size=args.batch_size)
