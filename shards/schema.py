@@ -471,6 +471,36 @@ def check_shard_names(shard_dir: str | Path, shards: list[dict]) -> None:
                               "refused")
 
 
+def verify_shards(shard_dir: str | Path) -> list[str]:
+    """Compares every shard of a folder with the size and sha256 its manifest records.
+
+    Returns:
+        One line per shard that differs or is missing (empty when all agree).
+    """
+    import hashlib
+
+    manifest = read_manifest(shard_dir)
+    check_shard_names(shard_dir, manifest["shards"])
+    problems = []
+    for entry in sorted(manifest["shards"], key=lambda s: s["name"]):
+        path = Path(shard_dir) / entry["name"]
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+            continue
+        size = path.stat().st_size
+        if size != entry.get("bytes"):
+            problems.append(f"{path}: {size} bytes, the manifest records {entry.get('bytes')}")
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != entry.get("sha256"):
+            problems.append(f"{path}: sha256 {digest.hexdigest()} differs from the manifest's "
+                            f"{entry.get('sha256')}")
+    return problems
+
+
 def shard_paths(shard_dir: str | Path) -> list[Path]:
     """The shard files listed by the manifest of ``shard_dir`` (in name order)."""
     manifest = read_manifest(shard_dir)
