@@ -100,7 +100,10 @@ def _make_clip(raw: dict, cfg: DataConfig, train: bool, seed: int, epoch: int, k
     meta = json.loads(bytes(raw[META_EXT]).decode("utf-8"))
     if not isinstance(meta, dict):
         raise UndecodableSample(f"record is a JSON {type(meta).__name__}, not an object")
-    count = check_record(meta, bounds)
+    try:
+        count = check_record(meta, bounds)
+    except SchemaError as err:
+        raise UndecodableSample(str(err)) from err  # named by make_clip
     height, width = meta["frame_size"]
     rng = rng_for(seed, epoch, key) if train else None
     picks = temporal_indices(count, cfg.num_frames, train, rng)
