@@ -238,7 +238,8 @@ def load_weights(tag_dir: Path, trust: bool = False) -> dict[str, torch.Tensor]:
 
     ZeRO 0-2 keep the whole module in the model-states file. ZeRO-3 partitions every
     parameter across the ranks' optimiser files, so its weights are gathered from those.
-    Files are read weights-only unless ``trust`` (:mod:`fpar.engine.checkpoint_files`).
+    Every file of the folder is read weights-only first unless ``trust``
+    (:mod:`fpar.engine.checkpoint_files`), so a refused one stops before any is used.
 
     Raises:
         CheckpointRefused: A file needs a type beyond the allow-list, naming it.
@@ -250,10 +251,10 @@ def load_weights(tag_dir: Path, trust: bool = False) -> dict[str, torch.Tensor]:
         weights_only_loads,
     )
 
+    check_files(checkpoint_files(tag_dir), trust)  # all of them, before any is used
     if any(tag_dir.glob("zero_pp_rank_*_mp_rank_*_model_states.pt")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        check_files(checkpoint_files(tag_dir, "*_states.pt"), trust)  # what zero_to_fp32 reads
         with weights_only_loads(trust):
             states = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
     else:

@@ -53,19 +53,28 @@ def allowed_globals() -> list[Any]:
     return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
 
 
-def _wanted(err: Exception) -> str:
-    """What the weights-only unpickler refused, from its message."""
-    text = str(err)
-    found = re.search(r"GLOBAL (\S+) was not an allowed global", text) or \
-        re.search(r"but got (<class '[^']+'>|\S+)", text)
-    if found:
-        return found.group(1)
-    found = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
-    return found.group(1).strip() if found else text.splitlines()[0][:200]
+def _wanted(err: Exception) -> str | None:
+    """The type the weights-only unpickler refused, from its message (None if no type)."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err)) or re.search(r"but got (<class '[^']+'>)", str(err))
+    return found.group(1) if found else None
 
 
-def refusal(path: str | Path, wanted: str) -> CheckpointRefused:
-    """The error for a checkpoint file that needs ``wanted`` beyond the allow-list."""
+def _detail(err: Exception) -> str:
+    """The unpickler's own words, without torch's advice around them."""
+    text = str(err).split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.startswith(("Weights only load failed", "Check the "))]
+    return lines[0][:200] if lines else type(err).__name__
+
+
+def refusal(path: str | Path, err: Exception) -> CheckpointRefused:
+    """The error for a checkpoint file the weights-only unpickler would not read."""
+    wanted = _wanted(err)
+    if wanted is None:
+        return CheckpointRefused(
+            f"{path}: refused: not readable as checkpoint data ({_detail(err)}). If you made "
+            f"this checkpoint or trust whoever did, {TRUST_CHECKPOINT} reads it with full "
+            "unpickling")
     return CheckpointRefused(
         f"{path}: refused: reading it needs {wanted}, which is none of the types fpar and "
         "DeepSpeed write into checkpoints, and unpickling it could run code the file carries. "
@@ -88,16 +97,15 @@ def load_file(path: str | Path, trust: bool = False) -> Any:
     except pickle.UnpicklingError as err:
         if trust:
             raise CheckpointRefused(f"{path}: not a readable checkpoint file ({err})") from None
-        raise refusal(path, _wanted(err)) from None
+        raise refusal(path, err) from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as err:
         raise CheckpointRefused(f"{path}: not a readable checkpoint file "
                                 f"({type(err).__name__}: {str(err)[:300]})") from None
 
 
-def checkpoint_files(tag_dir: str | Path, pattern: str = "*.pt") -> list[Path]:
-    """The pickled files of a checkpoint folder, sorted: by default every one (DeepSpeed's
-    and fpar's); ``*_states.pt`` gives DeepSpeed's model and optimiser states alone."""
-    return sorted(p for p in Path(tag_dir).rglob(pattern) if p.is_file())
+def checkpoint_files(tag_dir: str | Path) -> list[Path]:
+    """Every pickled file of a checkpoint folder (DeepSpeed's and fpar's ``.pt``), sorted."""
+    return sorted(p for p in Path(tag_dir).rglob("*.pt") if p.is_file())
 
 
 _RANK_OF_FILE = re.compile(r"(?:zero_pp_rank_|rng_rank)(\d+)")
@@ -144,7 +152,7 @@ def weights_only_loads(trust: bool = False) -> Iterator[None]:
         with torch.serialization.safe_globals(allowed_globals()):
             yield
     except pickle.UnpicklingError as err:
-        raise refusal("a checkpoint file", _wanted(err)) from None
+        raise refusal("a checkpoint file", err) from None
     finally:
         for name, value in saved.items():
             if value is None:
