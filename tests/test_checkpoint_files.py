@@ -117,3 +117,20 @@ def test_pruning_removes_only_its_own_tag_folders(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == sorted(
         ["exported", "step00000000", "step1", "step00000002", "step00000003"])
     assert all((folder / "mine.txt").read_text() == "keep me" for folder in user)
+
+
+@pytest.mark.slow
+def test_a_users_folders_in_checkpoints_survive_training(tmp_path):
+    root = tmp_path / "checkpoints"
+    user = [root / "exported", root / "step00000099"]
+    for folder in user:
+        folder.mkdir(parents=True)
+        (folder / "mine.txt").write_text("keep me")
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "toy_training.py"), str(tmp_path),
+                           "train.checkpoint_every_steps=2", "train.stages=[{epochs: 1}]"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tags = sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "complete.json").is_file())
+    assert tags[-1] == "step00000012" and len(tags) <= 3  # pruned: 2 kept and the best
+    assert all((folder / "mine.txt").read_text() == "keep me" for folder in user)
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(tags + ["exported", "step00000099"])

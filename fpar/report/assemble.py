@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fpar.engine.checkpoint_files import check_files, checkpoint_files
 from fpar.report import figures
 from fpar.report.collect import (
     RunContents,
@@ -244,9 +245,11 @@ def make_report(run_dir: str | Path, out: str | Path | None = None,
     out.mkdir(parents=True, exist_ok=True)
     fmt = run.config.data.format
     sources = find_splits(run, annotations, root)
+    checkpoint = checkpoint_for_report(run.run_dir, run.config)
+    if samples > 0 and checkpoint is not None:  # refused before any work, not after
+        check_files(checkpoint_files(checkpoint), trust_checkpoint)
     results = [evaluate_split(fmt, s)
                for s in tqdm(sources, desc="splits", unit="split", leave=False)]
-    checkpoint = checkpoint_for_report(run.run_dir, run.config)
     clips, why_none = _run_samples(run, results, samples, checkpoint, trust_checkpoint)
     ann = next((r.source for r in results if r.source.annotations is not None), None)
     names = class_names_of(fmt, ann.annotations, ann.root) if ann else {}
