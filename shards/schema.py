@@ -224,7 +224,42 @@ _COLOR_FLAGS = {1: cv2.IMREAD_COLOR_RGB,
                     (8, cv2.IMREAD_REDUCED_COLOR_8))}}
 
 
-def _decode_image(blob: bytes | memoryview, color: bool, reduction: int = 1) -> np.ndarray:
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def image_size(blob: bytes | memoryview) -> tuple[int, int] | None:
+    """(height, width) a JPEG's frame header or a PNG's IHDR announces; None without one."""
+    data = memoryview(blob)
+    if bytes(data[:8]) == _PNG_MAGIC and len(data) >= 24:
+        width, height = struct.unpack_from(">II", data, 16)
+        return height, width
+    if bytes(data[:2]) != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_SOF:
+            if pos + 9 > len(data):
+                return None
+            height, width = struct.unpack_from(">HH", data, pos + 5)
+            return height, width
+        pos += 2 + struct.unpack_from(">H", data, pos + 2)[0]
+    return None
+
+
+def _decode_image(blob: bytes | memoryview, color: bool, reduction: int = 1,
+                  size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decodes one image; with ``size``, only if its header announces that (height, width),
+    so a header claiming a huge image costs nothing."""
+    if size is not None:
+        announced = image_size(blob)
+        if announced != tuple(size):
+            said = "no size" if announced is None else f"{announced[0]}x{announced[1]}"
+            raise SchemaError(f"image header announces {said}, the record {size[0]}x{size[1]}")
     data = np.frombuffer(blob, np.uint8)
     image = cv2.imdecode(data, _COLOR_FLAGS[reduction] if color else cv2.IMREAD_GRAYSCALE)
     if image is None:
@@ -325,16 +360,18 @@ def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None, *
         if reduction not in _COLOR_FLAGS:
             raise SchemaError(f"reduction {reduction} is not one of 1, 2, 4, 8")
         packed = unpack_images(raw[FRAMES_EXT], count)
+        size = tuple(meta["frame_size"])
         if stacked:  # errors get the sample's name below
-            frames = np.stack(list(_frames_in_order(packed, picks, reduction, None)))
+            frames = np.stack(list(_frames_in_order(packed, picks, reduction, None, size)))
         else:
-            frames = _frames_in_order(packed, picks, reduction, key)
+            frames = _frames_in_order(packed, picks, reduction, key, size)
         out = {"meta": meta, "frames": frames,
                "motion": _decode_maps(raw, meta, count, picks)}
         if flow and FLOW_EXT in raw:
             flow_h, flow_w = meta["flow_size"]
             tiles = unpack_images(raw[FLOW_EXT], count)
-            stacks = {p: _decode_image(tiles[p], color=False).reshape(FLOW_CHANNELS, flow_h, flow_w)
+            tile = (FLOW_CHANNELS * flow_h, flow_w)
+            stacks = {p: _decode_image(tiles[p], False, size=tile).reshape(FLOW_CHANNELS, flow_h, flow_w)
                       for p in set(picks)}
             out["flow"] = np.stack([stacks[p] for p in picks])
     except SchemaError as err:
@@ -347,14 +384,14 @@ def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None, *
 
 
 def _frames_in_order(packed: list[memoryview], picks: list[int], reduction: int,
-                     key: Any) -> Iterator[np.ndarray]:
-    """The picked frames, decoded when asked for (a pick repeating the previous one is the
-    same array); errors name the sample ``key`` unless it is None."""
+                     key: Any, size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """The picked frames of the record's ``size``, decoded when asked for (a pick repeating
+    the previous one is the same array); errors name the sample ``key`` unless it is None."""
     last_pick, last = None, None
     for pick in picks:
         if pick != last_pick:
             try:
-                last = _decode_image(packed[pick], True, reduction)
+                last = _decode_image(packed[pick], True, reduction, size)
             except (SchemaError, cv2.error) as err:
                 where = f"frame {pick}: {err}"
                 raise SchemaError(where if key is None else f"sample {key}: {where}") from err
@@ -366,7 +403,8 @@ def _decode_maps(raw: dict[str, Any], meta: dict, count: int, picks: list[int]) 
     """The picked motion maps (N, h, w), decoding only those of a pack."""
     map_h, map_w = meta["motion_size"]
     if MOTION_EXT not in raw and STACKED_MOTION_EXT in raw:
-        return _decode_image(raw[STACKED_MOTION_EXT], color=False).reshape(count, map_h, map_w)[picks]
+        stacked = _decode_image(raw[STACKED_MOTION_EXT], False, size=(count * map_h, map_w))
+        return stacked.reshape(count, map_h, map_w)[picks]
     packed = unpack_images(raw[MOTION_EXT], count)
     maps = np.empty((len(picks), map_h, map_w), dtype=np.uint8)
     last = None

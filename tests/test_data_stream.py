@@ -27,6 +27,7 @@ from shards.schema import (
     encode_sample,
     pack_images,
     sample_key,
+    unpack_images,
 )
 from shards.writer import ShardWriter
 
@@ -255,6 +256,17 @@ def _bomb(size: int) -> bytes:
     return b"".join(packer.compress(chunk) for _ in range(size >> 20)) + packer.flush()
 
 
+def _huge_frames(members: dict) -> None:
+    """Each JPEG's frame header rewritten to announce 60000 x 60000 pixels (10 GB decoded)."""
+    images = []
+    for blob in unpack_images(members[FRAMES_EXT]):
+        data = bytearray(blob)
+        sof = data.index(b"\xff\xc0")
+        data[sof + 5 : sof + 9] = struct.pack(">HH", 60000, 60000)
+        images.append(bytes(data))
+    members[FRAMES_EXT] = pack_images(images)
+
+
 MALFORMED = {
     # A pack header announcing ~4e9 frames: struct.error out of unpack_images before.
     "seg1": lambda m: m.update({FRAMES_EXT: b"IPK1" + struct.pack("<I", 0xFFFFFFF0) + m[FRAMES_EXT][8:]}),
@@ -262,6 +274,8 @@ MALFORMED = {
     "seg3": lambda m: _record(m, motion_size=[100_000, 125_000], frame_size=[400_000, 500_000]),
     # Maps of the promised 8 x 10 cells, each inflating to 64 MiB.
     "seg5": lambda m: m.update({MOTION_EXT: pack_images([_bomb(64 << 20)] * 8)}),
+    # JPEGs announcing a size far from the record's.
+    "seg6": _huge_frames,
     # A frame count beyond the build's frames (the manifest's params).
     "seg7": lambda m: _record(m, num_frames=9),
 }
@@ -284,21 +298,22 @@ def test_malformed_samples_are_counted_as_undecodable_with_bounded_memory(malfor
     assert peak < 32 << 20  # one bomb alone would have taken 64 MiB
     assert sorted(ids) == sorted(ALL_IDS - set(MALFORMED))  # the rest of each tar was read
     report = evaluation.epoch_report()
-    assert report["skipped_undecodable"] == 4 and report["shortfall"] == 0 and report["seen"] == 4
+    assert report["skipped_undecodable"] == 5 and report["shortfall"] == 0 and report["seen"] == 3
     problems = " ".join(report["problems"])
     assert "seg1" in problems and "header holds 4294967280 images" in problems
     assert "seg3" in problems and "outside 1..256" in problems
     assert "seg5" in problems and "inflates beyond the 80 bytes" in problems
+    assert "seg6" in problems and "header announces 60000x60000, the record 32x40" in problems
     assert "seg7" in problems and "num_frames 9 outside 1..8" in problems
     stream, batches = epoch(config(), malformed_dir, 0, 1)  # training skips them alike
     assert set(own_ids(batches)) == ALL_IDS - set(MALFORMED)
-    assert stream.epoch_report()["skipped_undecodable"] == 4
+    assert stream.epoch_report()["skipped_undecodable"] == 5
 
 
 def test_check_command_counts_malformed_samples(malformed_dir, capsys):
     assert main(["data", "check", str(malformed_dir), "--crop-size", "16", "--num-frames", "2"]) == 1
     captured = capsys.readouterr()
-    assert '"skipped_undecodable": 4' in captured.out and "Traceback" not in captured.err
+    assert '"skipped_undecodable": 5' in captured.out and "Traceback" not in captured.err
 
 
 def _edit_manifest(folder: Path, **changes) -> None:
