@@ -1,9 +1,10 @@
 """Bitwise comparison of checkpoints: two loaded states, or two checkpoint folders.
 
 Tensors are equal when dtype, shape and every byte agree (so NaN equals the same NaN and
--0.0 differs from 0.0); containers are compared key by key and item by item; any other
-leaf with ``==``. A difference is reported by its path in the state
-(``module/trunk.conv1.weight``) with what differs.
+-0.0 differs from 0.0); containers are compared key by key and item by item; objects
+without their own ``==`` by their attributes; any other leaf with ``==``. A difference is
+reported by its path in the state (``module/trunk.conv1.weight``) with what differs. Files are
+read weights-only, as fpar reads every checkpoint.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def compare_states(a: Any, b: Any, path: str = "", out: list[str] | None = None,
                 compare_states(x, y, f"{path}[{i}]", out, counts)
     elif type(a) is not type(b):
         out.append(f"{where}: {type(a).__name__} != {type(b).__name__}")
+    elif type(a).__eq__ is object.__eq__ and hasattr(a, "__dict__"):
+        # An object equal only to itself (DeepSpeed's loss scaler): compare its attributes.
+        compare_states(vars(a), vars(b), path, out, counts)
     else:
         try:
             same = bool(a == b)

@@ -134,3 +134,33 @@ def test_a_users_folders_in_checkpoints_survive_training(tmp_path):
     assert tags[-1] == "step00000012" and len(tags) <= 3  # pruned: 2 kept and the best
     assert all((folder / "mine.txt").read_text() == "keep me" for folder in user)
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == sorted(tags + ["exported", "step00000099"])
+
+
+@pytest.mark.slow
+def test_zero3_gathering_and_comparison_read_weights_only(tmp_path):
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    from fpar.train import load_weights
+    from launcher.checkpoint_compare import compare_checkpoints
+
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "toy_training.py"), str(tmp_path),
+                           "train.zero_stage=3", "train.precision=bf16", "train.stages=[{epochs: 1}]"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tag_dir = tmp_path / "checkpoints" / "step00000012"
+    weights = load_weights(tag_dir)  # ZeRO-3 bf16 files need nothing beyond the allow-list
+    assert sorted(weights) == ["backbone.bias", "backbone.weight", "classifier.bias", "classifier.weight"]
+    assert compare_checkpoints(tag_dir, tag_dir)["identical"]
+    marker = tmp_path / "payload_ran"
+    optim = next(tag_dir.glob("*zero_pp_rank_0_mp_rank_00_optim_states.pt"))
+    with_payload(optim, marker)
+    with pytest.raises(CheckpointRefused, match=f"{optim.name}: refused.*posix.system"):
+        load_weights(tag_dir)
+    with pytest.raises(CheckpointRefused, match=f"{optim.name}: refused"):
+        compare_checkpoints(tag_dir, tag_dir)
+    # DeepSpeed's gathering unpickles with weights_only=False; inside, it cannot run the payload.
+    with pytest.raises(CheckpointRefused, match="posix.system"), weights_only_loads():
+        get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+    assert not marker.exists()
+    assert sorted(load_weights(tag_dir, trust=True)) == sorted(weights)
+    assert marker.exists()  # the opt-in does what it says
