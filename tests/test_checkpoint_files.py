@@ -164,3 +164,28 @@ def test_zero3_gathering_and_comparison_read_weights_only(tmp_path):
     assert not marker.exists()
     assert sorted(load_weights(tag_dir, trust=True)) == sorted(weights)
     assert marker.exists()  # the opt-in does what it says
+
+
+def test_deepspeed_types_load_and_deepspeed_is_imported_only_for_them(tmp_path):
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    torch.save({"loss_scaler": DynamicLossScaler(init_scale=2.0**16, scale_window=1000,
+                                                  min_scale=1, delayed_shift=2,
+                                                  consecutive_hysteresis=False,
+                                                  raise_error_at_min_scale=True, dtype=torch.half),
+                "static": LossScaler(128.0), "zero_stage": ZeroStageEnum.optimizer_states,
+                "mappings": [{"w": fragment_address(numel=4, start=0)}]}, tmp_path / "optim.pt")
+    torch.save({"module": {"w": torch.ones(2)}}, tmp_path / "model.pt")
+    script = ("import sys; from fpar.engine.checkpoint_files import load_file; "
+              "load_file(sys.argv[1]); print('deepspeed' in sys.modules); "
+              "state = load_file(sys.argv[2]); print('deepspeed' in sys.modules); "
+              "print(state['loss_scaler'].cur_scale, state['loss_scaler'].dtype, "
+              "int(state['zero_stage']), state['mappings'][0]['w'].numel)")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model.pt"),
+                           str(tmp_path / "optim.pt")], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[0] == "False"
+    assert proc.stdout.splitlines()[-1] == "65536.0 torch.float16 1 4"

@@ -3,7 +3,7 @@
 A ``.pt`` file is a pickle, and unpickling runs whatever callable the pickle names. Every
 checkpoint file fpar reads (DeepSpeed's model and optimiser states, fpar's RNG states) is
 read by torch's weights-only unpickler, which builds tensors, containers, numbers and
-strings and, beyond those, exactly the classes of :func:`allowed_globals`: what DeepSpeed
+strings and, beyond those, exactly the classes of :data:`DEEPSPEED_TYPES`: what DeepSpeed
 0.19 writes for fp32, bf16 and fp16 (static or dynamic loss scaler) at ZeRO 0-3. A file
 needing anything else is refused before any of the checkpoint is used, with the file,
 the type it wanted and ``--trust-checkpoint``, the user's opt-in for a checkpoint they made
@@ -17,10 +17,12 @@ DeepSpeed's own ``load_checkpoint`` and ``zero_to_fp32`` call ``torch.load`` wit
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import pickle
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -38,19 +40,40 @@ class CheckpointRefused(ValueError):
     """A checkpoint file that cannot be read as data (or not at all)."""
 
 
+#: The classes beyond tensors and containers that DeepSpeed 0.19 writes into checkpoints.
+#: ZeRO 1-3 optimiser states hold the loss scaler object (``LossScaler`` for fp32, bf16 and
+#: static fp16; ``DynamicLossScaler`` for dynamic fp16, its ``dtype`` a torch dtype) and the
+#: stage as ``ZeroStageEnum``; ZeRO 1-2 param slice mappings hold ``fragment_address``.
+#: ZeRO 0 (fp32, bf16, fp16: loss scale as numbers) writes only plain values and tensors.
+DEEPSPEED_TYPES = (
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+    "deepspeed.runtime.zero.config.ZeroStageEnum",
+    "deepspeed.utils.tensor_fragment.fragment_address",
+)
+
+
 def allowed_globals() -> list[Any]:
-    """The classes beyond tensors and containers that DeepSpeed writes into checkpoints.
+    """The classes of :data:`DEEPSPEED_TYPES` (importing DeepSpeed)."""
+    out = []
+    for name in DEEPSPEED_TYPES:
+        module, _, attr = name.rpartition(".")
+        out.append(getattr(importlib.import_module(module), attr))
+    return out
 
-    ZeRO 1-3 optimiser states hold the loss scaler object (``LossScaler`` for fp32 and
-    bf16 and static fp16, ``DynamicLossScaler`` for dynamic fp16, whose ``dtype`` is a
-    torch dtype) and the stage as ``ZeroStageEnum``; ZeRO 1-2 param slice mappings hold
-    ``fragment_address``. ZeRO 0 (fp32, bf16, fp16) writes only plain values and tensors.
-    """
-    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
-    from deepspeed.runtime.zero.config import ZeroStageEnum
-    from deepspeed.utils.tensor_fragment import fragment_address
 
-    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+def _load_weights_only(path: str | Path) -> Any:
+    # Importing DeepSpeed prints to stdout and takes seconds: a process that has not done
+    # so (fpar report, a comparison) does it only for a file that names one of its types.
+    imported = "deepspeed" in sys.modules
+    try:
+        with torch.serialization.safe_globals(allowed_globals() if imported else []):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if imported or _wanted(err) not in DEEPSPEED_TYPES:
+            raise
+    with torch.serialization.safe_globals(allowed_globals()):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _wanted(err: Exception) -> str | None:
@@ -92,8 +115,7 @@ def load_file(path: str | Path, trust: bool = False) -> Any:
     try:
         if trust:
             return torch.load(path, map_location="cpu", weights_only=False)
-        with torch.serialization.safe_globals(allowed_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        return _load_weights_only(path)
     except pickle.UnpicklingError as err:
         if trust:
             raise CheckpointRefused(f"{path}: not a readable checkpoint file ({err})") from None
