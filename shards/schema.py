@@ -115,7 +115,7 @@ def bounds_of(params: dict[str, Any]) -> SampleBounds:
 
 def _size_pair(meta: dict, field: str, limit: int) -> tuple[int, int]:
     value = meta.get(field)
-    if not (isinstance(value, list) and len(value) == 2
+    if not (isinstance(value, (list, tuple)) and len(value) == 2
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
         raise SchemaError(f"record field {field} must be two integers, got {value!r:.60}")
     if not all(1 <= v <= limit for v in value):
