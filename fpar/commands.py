@@ -27,3 +27,16 @@ def data_group(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAc
     """The subparsers of ``fpar data`` (annotation summaries, shard checks)."""
     return command_group(subparsers, "data", "inspect datasets and shard folders",
                          "Inspect annotation files and shard folders.")
+
+
+#: The opt-in to read checkpoint files with full unpickling (:mod:`fpar.engine.checkpoint_files`).
+TRUST_CHECKPOINT = "--trust-checkpoint"
+
+
+def add_trust_checkpoint(parser: argparse.ArgumentParser) -> None:
+    """Adds ``--trust-checkpoint`` to a command that reads checkpoints."""
+    parser.add_argument(
+        TRUST_CHECKPOINT, action="store_true",
+        help="read checkpoint files with full unpickling, which runs any code they carry: only "
+        "for a checkpoint you made or trust (older fpar checkpoints need it for their RNG "
+        "files); default: weights-only, refusing any type fpar and DeepSpeed do not write")

@@ -123,7 +123,8 @@ def _model_parts(cfg: ExperimentConfig):
 
 
 def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] = (),
-        run_dir: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
+        run_dir: str | Path | None = None, resume: bool = False,
+        trust_checkpoint: bool = False) -> dict[str, Any]:
     """Trains an experiment in this process (one rank) and evaluates its test splits.
 
     A run folder that already holds a complete checkpoint continues from it (a restart
@@ -134,6 +135,7 @@ def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] =
         overrides: ``a.b=value`` strings.
         run_dir: The run folder (default ``output_dir/name``).
         resume: Require a checkpoint to continue from.
+        trust_checkpoint: Read the run's checkpoint with full unpickling (else weights-only).
 
     Returns:
         Summary: run folder, steps, best score, scores files written.
@@ -144,6 +146,8 @@ def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] =
             precision the device lacks (see :mod:`fpar.preflight`).
         preemption.Preempted: When stopped by a preemption request (a checkpoint exists).
         fpar.trainer.NonFiniteError: When the loss kept being non-finite.
+        fpar.engine.checkpoint_files.CheckpointRefused: A checkpoint file needs a type
+            beyond the allow-list (and ``trust_checkpoint`` is not set).
     """
     from fpar.preflight import check_experiment
 
@@ -167,7 +171,8 @@ def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] =
                  device, cfg.train.precision, cfg.train.zero_stage)
         train_data, val_data = _streams(cfg, layout, device)
         factory, loss_fn = _model_parts(cfg)
-        trainer = Trainer(cfg, run_dir, factory, loss_fn, train_data, val_data, layout, device)
+        trainer = Trainer(cfg, run_dir, factory, loss_fn, train_data, val_data, layout, device,
+                          trust_checkpoint=trust_checkpoint)
         summary = trainer.fit(resume_required=resume)
         if cfg.eval.final_checkpoint == "best":
             trainer.use_best_weights()
@@ -257,21 +262,35 @@ def _locate_checkpoint(path: Path) -> tuple[Path, Path]:
     return path, root / tag
 
 
-def load_weights(tag_dir: Path) -> dict[str, torch.Tensor]:
+def load_weights(tag_dir: Path, trust: bool = False) -> dict[str, torch.Tensor]:
     """The model weights (fp32) stored in a DeepSpeed checkpoint folder.
 
     ZeRO 0-2 keep the whole module in the model-states file. ZeRO-3 partitions every
     parameter across the ranks' optimiser files, so its weights are gathered from those.
+    Every file of the folder is read weights-only first unless ``trust``
+    (:mod:`fpar.engine.checkpoint_files`), so a refused one stops before any is used.
+
+    Raises:
+        CheckpointRefused: A file needs a type beyond the allow-list, naming it.
     """
+    from fpar.engine.checkpoint_files import (
+        check_files,
+        checkpoint_files,
+        load_file,
+        weights_only_loads,
+    )
+
+    check_files(checkpoint_files(tag_dir), trust)  # all of them, before any is used
     if any(tag_dir.glob("zero_pp_rank_*_mp_rank_*_model_states.pt")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        states = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+        with weights_only_loads(trust):
+            states = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
     else:
         files = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
         if not files:
             raise FileNotFoundError(f"{tag_dir}: no DeepSpeed model states file")
-        states = torch.load(files[0], map_location="cpu", weights_only=False)["module"]
+        states = load_file(files[0], trust)["module"]
     return {k: v.float() if v.is_floating_point() else v for k, v in states.items()}
 
 
@@ -284,7 +303,7 @@ def _split_key(cfg: ExperimentConfig, split: str) -> str:
 
 
 def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | None = None,
-             overrides: Sequence[str] = ()) -> Path:
+             overrides: Sequence[str] = (), trust_checkpoint: bool = False) -> Path:
     """Scores a split with a run's latest (or a given) checkpoint; one row per segment.
 
     Args:
@@ -294,6 +313,7 @@ def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | No
         out: Scores file (default ``run/scores_<split>.pt``); the MS score's tallies go
             beside it (``ms_<split>.json``, :mod:`fpar.evaluation.ms_score`).
         overrides: ``eval.*=value`` settings replacing the run's (``eval.clips=2``).
+        trust_checkpoint: Read the checkpoint with full unpickling (else weights-only).
 
     Returns:
         The scores file (written by rank 0; every rank returns its path).
@@ -302,7 +322,6 @@ def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | No
     from fpar.evaluation.ms_score import new_tally
     from fpar.evaluation.scores import save_scores
     from fpar.models import build_model
-
     from fpar.preflight import check_shard_folder
 
     run_dir, tag_dir = _locate_checkpoint(Path(run_dir_or_checkpoint))
@@ -317,7 +336,7 @@ def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | No
     try:
         # The checkpoint replaces every weight: no ImageNet file is looked for.
         model = build_model(dataclasses.replace(cfg.model, pretrained="none"))
-        model.load_state_dict(load_weights(tag_dir))
+        model.load_state_dict(load_weights(tag_dir, trust_checkpoint))
         model.to(device).eval()
         stream = ShardStream(cfg.data, folder, train=False, rank=layout.rank,
                              world_size=layout.world_size, seed=cfg.seed,

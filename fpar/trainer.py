@@ -91,12 +91,15 @@ class Trainer:
         val_data: The validation stream, or None.
         layout: This process's place in the job.
         device: Where to compute.
+        trust_checkpoint: Read the run's checkpoint files with full unpickling (the
+            user's ``--trust-checkpoint``); else weights-only with fpar's allow-list.
     """
 
     def __init__(self, cfg: ExperimentConfig, run_dir: str | Path,
                  model_factory: Callable[[], nn.Module], loss_fn: Callable,
                  train_data: Any, val_data: Any | None,
-                 layout: distributed.DistEnv, device: torch.device) -> None:
+                 layout: distributed.DistEnv, device: torch.device,
+                 trust_checkpoint: bool = False) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.model_factory = model_factory
@@ -112,7 +115,7 @@ class Trainer:
             (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
             self._samples_log = open(self.run_dir / "samples" / f"rank{layout.rank}.jsonl", "a")
         self.checkpoints = ckpt.CheckpointManager(self.run_dir / "checkpoints", layout.rank,
-                                                  cfg.train.keep_checkpoints)
+                                                  cfg.train.keep_checkpoints, trust_checkpoint)
         self.accum = cfg.train.grad_accum_steps
         steps = train_data.steps_per_epoch // self.accum
         if cfg.train.max_steps_per_epoch:
@@ -179,6 +182,7 @@ class Trainer:
         if tag is None:
             return False
         saved = ckpt.read_trainer_state(self.checkpoints.root / tag)
+        self.checkpoints.check(tag)  # before any of it is used
         self._build_engine(int(saved["stage"]), None)
         restored = self.checkpoints.load(self.engine, tag)
         self.state = TrainerState(**restored)
@@ -399,9 +403,7 @@ class Trainer:
         """Loads the best validation checkpoint's weights into the engine, if there is one."""
         tag = self.checkpoints.best_tag()
         if tag is not None and tag != ckpt.latest_tag(self.checkpoints.root):
-            self.engine.load_checkpoint(str(self.checkpoints.root), tag=tag,
-                                        load_optimizer_states=False,
-                                        load_lr_scheduler_states=False)
+            self.checkpoints.load_module(self.engine, tag)
 
     def close(self) -> None:
         """Releases the engine."""

@@ -1,9 +1,10 @@
 """Bitwise comparison of checkpoints: two loaded states, or two checkpoint folders.
 
 Tensors are equal when dtype, shape and every byte agree (so NaN equals the same NaN and
--0.0 differs from 0.0); containers are compared key by key and item by item; any other
-leaf with ``==``. A difference is reported by its path in the state
-(``module/trunk.conv1.weight``) with what differs.
+-0.0 differs from 0.0); containers are compared key by key and item by item; objects
+without their own ``==`` by their attributes; any other leaf with ``==``. A difference is
+reported by its path in the state (``module/trunk.conv1.weight``) with what differs. Files are
+read weights-only, as fpar reads every checkpoint.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from fpar.engine.checkpoint_files import load_file
 
 MAX_REPORTED = 20
 
@@ -69,6 +72,9 @@ def compare_states(a: Any, b: Any, path: str = "", out: list[str] | None = None,
                 compare_states(x, y, f"{path}[{i}]", out, counts)
     elif type(a) is not type(b):
         out.append(f"{where}: {type(a).__name__} != {type(b).__name__}")
+    elif type(a).__eq__ is object.__eq__ and hasattr(a, "__dict__"):
+        # An object equal only to itself (DeepSpeed's loss scaler): compare its attributes.
+        compare_states(vars(a), vars(b), path, out, counts)
     else:
         try:
             same = bool(a == b)
@@ -80,13 +86,15 @@ def compare_states(a: Any, b: Any, path: str = "", out: list[str] | None = None,
 
 
 def compare_checkpoints(dir_a: str | Path, dir_b: str | Path, pattern: str = "*.pt",
-                        ignore: tuple[str, ...] = ()) -> dict:
+                        ignore: tuple[str, ...] = (), trust: bool = False) -> dict:
     """Compares the ``pattern`` files of two checkpoint folders bitwise.
 
     Args:
         dir_a, dir_b: Checkpoint tag folders.
         pattern: Which files (the first folder's decide; one missing in the second counts).
         ignore: Top-level keys of the files that may differ (e.g. a saved config path).
+        trust: Read the files with full unpickling (else weights-only, as fpar reads
+            every checkpoint: :func:`fpar.engine.checkpoint_files.load_file`).
 
     Returns:
         ``{"identical", "files", "tensors", "differences"}``, at most ``MAX_REPORTED``
@@ -103,8 +111,8 @@ def compare_checkpoints(dir_a: str | Path, dir_b: str | Path, pattern: str = "*.
         if not other.is_file():
             differences.append(f"{name}: missing in {dir_b}")
             continue
-        a = torch.load(dir_a / name, map_location="cpu", weights_only=False)
-        b = torch.load(other, map_location="cpu", weights_only=False)
+        a = load_file(dir_a / name, trust)
+        b = load_file(other, trust)
         if isinstance(a, dict) and isinstance(b, dict):
             a = {k: v for k, v in a.items() if k not in ignore}
             b = {k: v for k, v in b.items() if k not in ignore}

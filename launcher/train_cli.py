@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from fpar.commands import TRUST_CHECKPOINT, add_trust_checkpoint
+
 log = logging.getLogger(__name__)
 
 #: Exit code of a run that stopped at a checkpoint on a preemption request.
@@ -35,6 +37,7 @@ def register(subparsers) -> None:
                        help="continue the run in RUN_DIR from its latest complete checkpoint")
     train.add_argument("--run-dir", metavar="DIR",
                        help="run folder (default: output_dir/name from the config)")
+    add_trust_checkpoint(train)
     train.set_defaults(func=train_main)
 
     ev = subparsers.add_parser(
@@ -63,6 +66,7 @@ def register(subparsers) -> None:
                     help="combine the K x C views by the mean of the softmax, stored as its "
                     "log (prob), or the mean of the logits (logit) (default: the run's "
                     "eval.aggregate)")
+    add_trust_checkpoint(ev)
     ev.set_defaults(func=eval_main)
 
 
@@ -74,16 +78,17 @@ def _child_argv(args: argparse.Namespace, command: str) -> list[str]:
     argv = ["-m", "launcher.cli"]
     if getattr(args, "verbose", False):
         argv.append("-v")
-    return argv + [command]
+    return argv + [command] + ([TRUST_CHECKPOINT] if args.trust_checkpoint else [])
 
 
 def train_main(args: argparse.Namespace) -> int:
     """Runs ``fpar train``; a bad config or precision is reported before anything starts."""
     from fpar.config import ConfigError
+    from fpar.engine.checkpoint_files import CheckpointRefused
 
     try:
         return _train(args)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, CheckpointRefused) as err:
         print(f"fpar train: error: {err}", file=sys.stderr)
         return 2
 
@@ -124,7 +129,7 @@ def _train(args: argparse.Namespace) -> int:
     preemption.install_handlers()
     try:
         summary = run(args.config if args.config else None, args.overrides, run_dir,
-                      resume=bool(args.resume))
+                      resume=bool(args.resume), trust_checkpoint=args.trust_checkpoint)
     except preemption.Preempted as err:
         log.warning("%s", err)
         return EXIT_PREEMPTED
@@ -135,10 +140,11 @@ def _train(args: argparse.Namespace) -> int:
 def eval_main(args: argparse.Namespace) -> int:
     """Runs ``fpar eval``; a split without shards is reported as an error."""
     from fpar.config import ConfigError
+    from fpar.engine.checkpoint_files import CheckpointRefused
 
     try:
         return _eval(args)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, CheckpointRefused) as err:
         print(f"fpar eval: error: {err}", file=sys.stderr)
         return 2
 
@@ -173,7 +179,8 @@ def _eval(args: argparse.Namespace) -> int:
         return launch(argv, args.nproc)
     from fpar.train import evaluate
 
-    path = evaluate(args.checkpoint, args.split, args.out, _view_overrides(args))
+    path = evaluate(args.checkpoint, args.split, args.out, _view_overrides(args),
+                    trust_checkpoint=args.trust_checkpoint)
     print(path)
     from fpar.evaluation.ms_score import headline, ms_file_of
     from fpar.io import read_json

@@ -312,15 +312,26 @@ def index_videos(root: str | Path, extensions: Iterable[str] = VIDEO_EXTENSIONS)
     """Walks ``root`` once and maps each video file stem to every path with that stem.
 
     Extensions match case-insensitively (``.MP4`` and ``.mp4``). More than one path for a stem
-    is kept so the caller can report the ambiguity instead of guessing.
+    is kept so the caller can report the ambiguity instead of guessing. Symbolic links are
+    followed, but each real folder is visited once (a link back up the tree is no loop) and
+    paths reaching the same real file count once (the first in sorted order is kept).
     """
     wanted = tuple(e.lower() for e in extensions)
-    found: dict[str, list[Path]] = {}
-    for folder, _dirs, files in os.walk(root, followlinks=True):
-        for name in files:
+    found: dict[str, dict[str, Path]] = {}
+    visited: set[tuple[int, int]] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        info = os.stat(folder)
+        if (info.st_dev, info.st_ino) in visited:
+            dirs[:] = []
+            continue
+        visited.add((info.st_dev, info.st_ino))
+        dirs.sort()
+        for name in sorted(files):
             stem, ext = os.path.splitext(name)
             if ext.lower() in wanted:
-                found.setdefault(stem, []).append(Path(folder) / name)
-    for paths in found.values():
-        paths.sort()
-    return found
+                path = Path(folder) / name
+                same = found.setdefault(stem, {})
+                real = os.path.realpath(path)
+                if real not in same or path < same[real]:
+                    same[real] = path
+    return {stem: sorted(paths.values()) for stem, paths in found.items()}

@@ -41,8 +41,12 @@ encoded images back to back.
 from __future__ import annotations
 
 import json
+import os
+import re
+import stat
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -76,11 +80,73 @@ STACKED_MOTION_EXT = "motion.png"  # schema 2: all maps in one PNG
 FLOW_EXT = "flow.jpgs"
 
 _PACK_MAGIC = b"IPK1"
+# Bounds on what a record may announce when the manifest gives none: far beyond any real
+# sample, small enough that a buffer of that size is no threat to a loader worker.
+MAX_FRAMES = 4096
+MAX_SIDE = 8192
+MAX_ASPECT = 8
+SHARD_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*-\d{6}\.tar")
 _SAFE_KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
 class SchemaError(ValueError):
     """A sample or manifest that does not follow this schema."""
+
+
+@dataclass(frozen=True)
+class SampleBounds:
+    """What a sample of one shard folder may hold, from its manifest's build parameters.
+
+    Attributes:
+        frames: Most kept frames per sample (the build's ``frames``).
+        short_side: The stored frames' shorter side (the build's ``short_side``), or None.
+    """
+
+    frames: int = MAX_FRAMES
+    short_side: int | None = None
+
+
+def bounds_of(params: dict[str, Any]) -> SampleBounds:
+    """The sample bounds a manifest's ``params`` give (generic ones for missing keys)."""
+    frames, side = params.get("frames"), params.get("short_side")
+    return SampleBounds(frames if isinstance(frames, int) and 0 < frames <= MAX_FRAMES else MAX_FRAMES,
+                        side if isinstance(side, int) and 0 < side <= MAX_SIDE else None)
+
+
+def _size_pair(meta: dict, field: str, limit: int) -> tuple[int, int]:
+    value = meta.get(field)
+    if not (isinstance(value, (list, tuple)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise SchemaError(f"record field {field} must be two integers, got {value!r:.60}")
+    if not all(1 <= v <= limit for v in value):
+        raise SchemaError(f"record field {field} {value} outside 1..{limit}")
+    return value[0], value[1]
+
+
+def check_record(meta: dict, bounds: SampleBounds | None = None) -> int:
+    """Checks the counts and sizes a record announces before anything is allocated for them.
+
+    Returns:
+        The record's frame count.
+
+    Raises:
+        SchemaError: A count or size that breaks the schema or the folder's bounds.
+    """
+    bounds = bounds or SampleBounds()
+    count = meta.get("num_frames")
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= bounds.frames:
+        raise SchemaError(f"record num_frames {count!r:.30} outside 1..{bounds.frames}")
+    limit = MAX_SIDE if bounds.short_side is None else MAX_ASPECT * bounds.short_side
+    height, width = _size_pair(meta, "frame_size", limit)
+    if bounds.short_side is not None and min(height, width) != bounds.short_side:
+        raise SchemaError(f"record frame_size {[height, width]} does not have the build's "
+                          f"short side {bounds.short_side}")
+    if _size_pair(meta, "motion_size", limit) != (height // MAP_STRIDE, width // MAP_STRIDE):
+        raise SchemaError(f"record motion_size {meta['motion_size']} is not frame_size "
+                          f"{[height, width]} // {MAP_STRIDE}")
+    if "flow_size" in meta:
+        _size_pair(meta, "flow_size", limit)
+    return count
 
 
 def sample_key(segment_id: str) -> str:
@@ -111,12 +177,25 @@ def pack_images(blobs: Sequence[bytes]) -> bytes:
     return header + b"".join(blobs)
 
 
-def unpack_images(pack: bytes) -> list[memoryview]:
-    """Splits an image pack into its encoded images (views, no copy)."""
+def unpack_images(pack: bytes, expected: int | None = None) -> list[memoryview]:
+    """Splits an image pack into its encoded images (views, no copy).
+
+    Args:
+        pack: The pack's bytes.
+        expected: The count the sample's record announces; the header must agree.
+
+    Raises:
+        SchemaError: A bad magic, or a header whose count or lengths the bytes cannot hold.
+    """
     view = memoryview(pack)
-    if bytes(view[:4]) != _PACK_MAGIC:
+    if len(view) < 8 or bytes(view[:4]) != _PACK_MAGIC:
         raise SchemaError("not an image pack (bad magic)")
     (count,) = struct.unpack_from("<I", view, 4)
+    if expected is not None and count != expected:
+        raise SchemaError(f"image pack header holds {count} images, the record says {expected}")
+    if 8 + 4 * count > len(view):
+        raise SchemaError(f"image pack header announces {count} images, more than its "
+                          f"{len(view)} bytes can hold")
     lengths = struct.unpack_from(f"<{count}I", view, 8)
     offset = 8 + 4 * count
     if offset + sum(lengths) != len(view):
@@ -145,7 +224,42 @@ _COLOR_FLAGS = {1: cv2.IMREAD_COLOR_RGB,
                     (8, cv2.IMREAD_REDUCED_COLOR_8))}}
 
 
-def _decode_image(blob: bytes | memoryview, color: bool, reduction: int = 1) -> np.ndarray:
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def image_size(blob: bytes | memoryview) -> tuple[int, int] | None:
+    """(height, width) a JPEG's frame header or a PNG's IHDR announces; None without one."""
+    data = memoryview(blob)
+    if bytes(data[:8]) == _PNG_MAGIC and len(data) >= 24:
+        width, height = struct.unpack_from(">II", data, 16)
+        return height, width
+    if bytes(data[:2]) != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_SOF:
+            if pos + 9 > len(data):
+                return None
+            height, width = struct.unpack_from(">HH", data, pos + 5)
+            return height, width
+        pos += 2 + struct.unpack_from(">H", data, pos + 2)[0]
+    return None
+
+
+def _decode_image(blob: bytes | memoryview, color: bool, reduction: int = 1,
+                  size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decodes one image; with ``size``, only if its header announces that (height, width),
+    so a header claiming a huge image costs nothing."""
+    if size is not None:
+        announced = image_size(blob)
+        if announced != tuple(size):
+            said = "no size" if announced is None else f"{announced[0]}x{announced[1]}"
+            raise SchemaError(f"image header announces {said}, the record {size[0]}x{size[1]}")
     data = np.frombuffer(blob, np.uint8)
     image = cv2.imdecode(data, _COLOR_FLAGS[reduction] if color else cv2.IMREAD_GRAYSCALE)
     if image is None:
@@ -208,7 +322,8 @@ def encode_sample(
 
 
 def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None, *,
-                  reduction: int = 1, flow: bool = True, stacked: bool = True) -> dict[str, Any]:
+                  reduction: int = 1, flow: bool = True, stacked: bool = True,
+                  bounds: SampleBounds | None = None) -> dict[str, Any]:
     """Decodes a sample as read raw from a shard (members by extension, no decoding yet).
 
     Args:
@@ -223,6 +338,8 @@ def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None, *
             frames one at a time as it is read, for a caller that crops each at once (no
             copy of full frames, and one frame's pixels in cache at a time); its errors
             are SchemaErrors naming the sample.
+        bounds: The folder's bounds (:func:`bounds_of` its manifest's params); the record's
+            counts and sizes are checked against them before anything is allocated.
 
     Returns:
         ``{"meta": dict, "frames": uint8 (N, H/r, W/r, 3) RGB, "motion": uint8 (N, h, w),
@@ -236,30 +353,30 @@ def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None, *
     try:
         meta = raw[META_EXT]
         meta = meta if isinstance(meta, dict) else json.loads(bytes(meta).decode("utf-8"))
-        count = int(meta["num_frames"])
+        count = check_record(meta, bounds)
         picks = list(range(count)) if positions is None else [int(p) for p in positions]
         if any(p < 0 or p >= count for p in picks):
             raise SchemaError(f"positions {picks} outside 0..{count - 1}")
         if reduction not in _COLOR_FLAGS:
             raise SchemaError(f"reduction {reduction} is not one of 1, 2, 4, 8")
-        packed = unpack_images(raw[FRAMES_EXT])
-        if len(packed) != count:
-            raise SchemaError(f"frame pack holds {len(packed)} frames, the record says {count}")
+        packed = unpack_images(raw[FRAMES_EXT], count)
+        size = tuple(meta["frame_size"])
         if stacked:  # errors get the sample's name below
-            frames = np.stack(list(_frames_in_order(packed, picks, reduction, None)))
+            frames = np.stack(list(_frames_in_order(packed, picks, reduction, None, size)))
         else:
-            frames = _frames_in_order(packed, picks, reduction, key)
+            frames = _frames_in_order(packed, picks, reduction, key, size)
         out = {"meta": meta, "frames": frames,
                "motion": _decode_maps(raw, meta, count, picks)}
         if flow and FLOW_EXT in raw:
             flow_h, flow_w = meta["flow_size"]
-            tiles = unpack_images(raw[FLOW_EXT])
-            stacks = {p: _decode_image(tiles[p], color=False).reshape(FLOW_CHANNELS, flow_h, flow_w)
+            tiles = unpack_images(raw[FLOW_EXT], count)
+            tile = (FLOW_CHANNELS * flow_h, flow_w)
+            stacks = {p: _decode_image(tiles[p], False, size=tile).reshape(FLOW_CHANNELS, flow_h, flow_w)
                       for p in set(picks)}
             out["flow"] = np.stack([stacks[p] for p in picks])
     except SchemaError as err:
         raise SchemaError(f"sample {key}: {err}") from err
-    except (KeyError, ValueError, TypeError, IndexError, cv2.error, zlib.error) as err:
+    except (KeyError, ValueError, TypeError, IndexError, cv2.error, zlib.error, struct.error) as err:
         raise SchemaError(f"sample {key}: malformed ({type(err).__name__}: {err})") from err
     if "__key__" in raw:
         out["__key__"] = raw["__key__"]
@@ -267,14 +384,14 @@ def decode_sample(raw: dict[str, Any], positions: Sequence[int] | None = None, *
 
 
 def _frames_in_order(packed: list[memoryview], picks: list[int], reduction: int,
-                     key: Any) -> Iterator[np.ndarray]:
-    """The picked frames, decoded when asked for (a pick repeating the previous one is the
-    same array); errors name the sample ``key`` unless it is None."""
+                     key: Any, size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """The picked frames of the record's ``size``, decoded when asked for (a pick repeating
+    the previous one is the same array); errors name the sample ``key`` unless it is None."""
     last_pick, last = None, None
     for pick in picks:
         if pick != last_pick:
             try:
-                last = _decode_image(packed[pick], True, reduction)
+                last = _decode_image(packed[pick], True, reduction, size)
             except (SchemaError, cv2.error) as err:
                 where = f"frame {pick}: {err}"
                 raise SchemaError(where if key is None else f"sample {key}: {where}") from err
@@ -286,22 +403,30 @@ def _decode_maps(raw: dict[str, Any], meta: dict, count: int, picks: list[int]) 
     """The picked motion maps (N, h, w), decoding only those of a pack."""
     map_h, map_w = meta["motion_size"]
     if MOTION_EXT not in raw and STACKED_MOTION_EXT in raw:
-        return _decode_image(raw[STACKED_MOTION_EXT], color=False).reshape(count, map_h, map_w)[picks]
-    packed = unpack_images(raw[MOTION_EXT])
-    if len(packed) != count:
-        raise SchemaError(f"motion pack holds {len(packed)} maps, the record says {count}")
+        stacked = _decode_image(raw[STACKED_MOTION_EXT], False, size=(count * map_h, map_w))
+        return stacked.reshape(count, map_h, map_w)[picks]
+    packed = unpack_images(raw[MOTION_EXT], count)
     maps = np.empty((len(picks), map_h, map_w), dtype=np.uint8)
     last = None
     for i, p in enumerate(picks):
         if p == last:  # repeated picks (fewer stored maps than N) are adjacent
             maps[i] = maps[i - 1]
             continue
-        data = zlib.decompress(packed[p])
+        data = _inflate(packed[p], map_h * map_w, p)
         if len(data) != map_h * map_w:
             raise SchemaError(f"motion map {p} holds {len(data)} bytes, not {map_h}x{map_w}")
         maps[i] = np.frombuffer(data, np.uint8).reshape(map_h, map_w)
         last = p
     return maps
+
+
+def _inflate(blob: memoryview, size: int, position: int) -> bytes:
+    """Decompresses one map, stopping past the ``size`` bytes its record promises."""
+    inflater = zlib.decompressobj()
+    data = inflater.decompress(blob, size + 1)
+    if len(data) > size or inflater.unconsumed_tail:
+        raise SchemaError(f"motion map {position} inflates beyond the {size} bytes of its record")
+    return data
 
 
 def changes_since(version: Any) -> str:
@@ -348,10 +473,74 @@ def read_manifest(shard_dir: str | Path) -> dict[str, Any]:
     for key in ("shards", "num_samples", "failures", "params"):
         if key not in manifest:
             raise SchemaError(f"{path}: missing key '{key}'")
+    if not isinstance(manifest["shards"], list):
+        raise SchemaError(f"{path}: 'shards' must be a list")
+    for entry in manifest["shards"]:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not SHARD_PATTERN.fullmatch(name):
+            raise SchemaError(f"{path}: shard name {name!r:.120} is not a plain shard file name "
+                              "(NAME-NNNNNN.tar, no folder part): refused")
+        samples = entry.get("samples")
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
+            raise SchemaError(f"{path}: shard {name}: samples must be a count, got {samples!r:.40}")
     return manifest
+
+
+def check_shard_names(shard_dir: str | Path, shards: list[dict]) -> None:
+    """Checks that each manifest shard is a regular file in ``shard_dir`` (or missing).
+
+    A missing file is the reader's shortfall to count; a symbolic link, folder, FIFO or
+    device is refused, so nothing outside the folder is read and nothing blocks the reader.
+
+    Raises:
+        SchemaError: Naming the shard.
+    """
+    for entry in shards:
+        name = entry["name"]
+        if not SHARD_PATTERN.fullmatch(name):
+            raise SchemaError(f"{shard_dir}: shard name {name!r:.120} is not a plain shard file name")
+        try:
+            mode = os.lstat(Path(shard_dir) / name).st_mode
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISREG(mode):
+            raise SchemaError(f"{Path(shard_dir) / name}: the manifest names this shard, but it is "
+                              "not a regular file in the folder (a link, folder, FIFO or device): "
+                              "refused")
+
+
+def verify_shards(shard_dir: str | Path) -> list[str]:
+    """Compares every shard of a folder with the size and sha256 its manifest records.
+
+    Returns:
+        One line per shard that differs or is missing (empty when all agree).
+    """
+    import hashlib
+
+    manifest = read_manifest(shard_dir)
+    check_shard_names(shard_dir, manifest["shards"])
+    problems = []
+    for entry in sorted(manifest["shards"], key=lambda s: s["name"]):
+        path = Path(shard_dir) / entry["name"]
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+            continue
+        size = path.stat().st_size
+        if size != entry.get("bytes"):
+            problems.append(f"{path}: {size} bytes, the manifest records {entry.get('bytes')}")
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != entry.get("sha256"):
+            problems.append(f"{path}: sha256 {digest.hexdigest()} differs from the manifest's "
+                            f"{entry.get('sha256')}")
+    return problems
 
 
 def shard_paths(shard_dir: str | Path) -> list[Path]:
     """The shard files listed by the manifest of ``shard_dir`` (in name order)."""
     manifest = read_manifest(shard_dir)
+    check_shard_names(shard_dir, manifest["shards"])
     return [Path(shard_dir) / s["name"] for s in sorted(manifest["shards"], key=lambda s: s["name"])]

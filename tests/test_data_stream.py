@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import shutil
+import struct
 import tarfile
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +21,13 @@ from fpar.io import atomic_write_json
 from shards.schema import (
     FRAMES_EXT,
     MANIFEST_NAME,
+    META_EXT,
+    MOTION_EXT,
     SCHEMA_VERSION,
     encode_sample,
     pack_images,
     sample_key,
+    unpack_images,
 )
 from shards.writer import ShardWriter
 
@@ -27,8 +35,12 @@ SIZES = (5, 2, 1)
 ALL_IDS = {f"seg{i}" for i in range(sum(SIZES))}
 
 
-def build_shards(out: Path, sizes=SIZES, bad_jpeg: str | None = None, count=8) -> Path:
-    """Writes tars of ``sizes`` samples (ids seg0, seg1, ...) and their manifest."""
+def build_shards(out: Path, sizes=SIZES, bad_jpeg: str | None = None, count=8,
+                 tamper: dict | None = None, params: dict | None = None) -> Path:
+    """Writes tars of ``sizes`` samples (ids seg0, seg1, ...) and their manifest.
+
+    ``tamper`` maps segment ids to a function changing that sample's members in place.
+    """
     out.mkdir(parents=True)
     names = iter(f"toy-train-{i:06d}.tar" for i in range(len(sizes)))
     records = []
@@ -46,11 +58,13 @@ def build_shards(out: Path, sizes=SIZES, bad_jpeg: str | None = None, count=8) -
             members = encode_sample(meta, frames, motion)
             if segment == bad_jpeg:
                 members[FRAMES_EXT] = pack_images([b"\xff\xd8not a jpeg"] * count)
+            if tamper and segment in tamper:
+                tamper[segment](members)
             writer.write(sample_key(segment), members)
             number += 1
         writer.finish()
     manifest = {"schema_version": SCHEMA_VERSION, "dataset": "epic55", "split": "train",
-                "params": {"flow": False}, "shards": [r.summary() for r in records],
+                "params": params or {"flow": False}, "shards": [r.summary() for r in records],
                 "num_samples": number, "failures": [], "num_segments": number}
     atomic_write_json(out / MANIFEST_NAME, manifest)
     return out
@@ -229,3 +243,130 @@ def test_check_command_reports_damage(shard_dir, tmp_path, capsys):
     assert '"shortfall": 3' in capsys.readouterr().out
     assert main(["data", "check", str(tmp_path)]) == 2
     assert "no manifest" in capsys.readouterr().err
+
+
+def _record(members: dict, **changes) -> None:
+    meta = json.loads(members[META_EXT])
+    members[META_EXT] = json.dumps({**meta, **changes}).encode()
+
+
+def _bomb(size: int) -> bytes:
+    """zlib data inflating to ``size`` zero bytes (about 1000:1)."""
+    packer, chunk = zlib.compressobj(9), bytes(1 << 20)
+    return b"".join(packer.compress(chunk) for _ in range(size >> 20)) + packer.flush()
+
+
+def _huge_frames(members: dict) -> None:
+    """Each JPEG's frame header rewritten to announce 60000 x 60000 pixels (10 GB decoded)."""
+    images = []
+    for blob in unpack_images(members[FRAMES_EXT]):
+        data = bytearray(blob)
+        sof = data.index(b"\xff\xc0")
+        data[sof + 5 : sof + 9] = struct.pack(">HH", 60000, 60000)
+        images.append(bytes(data))
+    members[FRAMES_EXT] = pack_images(images)
+
+
+MALFORMED = {
+    # A pack header announcing ~4e9 frames: struct.error out of unpack_images before.
+    "seg1": lambda m: m.update({FRAMES_EXT: b"IPK1" + struct.pack("<I", 0xFFFFFFF0) + m[FRAMES_EXT][8:]}),
+    # A record asking for maps of 100000 x 125000 cells: MemoryError out of np.empty before.
+    "seg3": lambda m: _record(m, motion_size=[100_000, 125_000], frame_size=[400_000, 500_000]),
+    # Maps of the promised 8 x 10 cells, each inflating to 64 MiB.
+    "seg5": lambda m: m.update({MOTION_EXT: pack_images([_bomb(64 << 20)] * 8)}),
+    # JPEGs announcing a size far from the record's.
+    "seg6": _huge_frames,
+    # A frame count beyond the build's frames (the manifest's params).
+    "seg7": lambda m: _record(m, num_frames=9),
+}
+
+
+@pytest.fixture(scope="module")
+def malformed_dir(tmp_path_factory) -> Path:
+    return build_shards(tmp_path_factory.mktemp("malformed") / "shards", tamper=MALFORMED,
+                        params={"flow": False, "frames": 8, "short_side": 32})
+
+
+def test_malformed_samples_are_counted_as_undecodable_with_bounded_memory(malformed_dir):
+    tracemalloc.start()
+    try:
+        evaluation = ShardStream(config(), malformed_dir, train=False, rank=0, world_size=1, seed=0)
+        ids = [s for b in evaluation.eval_batches() for s in b["segment_id"]]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20  # one bomb alone would have taken 64 MiB
+    assert sorted(ids) == sorted(ALL_IDS - set(MALFORMED))  # the rest of each tar was read
+    report = evaluation.epoch_report()
+    assert report["skipped_undecodable"] == 5 and report["shortfall"] == 0 and report["seen"] == 3
+    problems = " ".join(report["problems"])
+    assert "seg1" in problems and "header holds 4294967280 images" in problems
+    assert "seg3" in problems and "outside 1..256" in problems
+    assert "seg5" in problems and "inflates beyond the 80 bytes" in problems
+    assert "seg6" in problems and "header announces 60000x60000, the record 32x40" in problems
+    assert "seg7" in problems and "num_frames 9 outside 1..8" in problems
+    stream, batches = epoch(config(), malformed_dir, 0, 1)  # training skips them alike
+    assert set(own_ids(batches)) == ALL_IDS - set(MALFORMED)
+    assert stream.epoch_report()["skipped_undecodable"] == 5
+
+
+def test_check_command_counts_malformed_samples(malformed_dir, capsys):
+    assert main(["data", "check", str(malformed_dir), "--crop-size", "16", "--num-frames", "2"]) == 1
+    captured = capsys.readouterr()
+    assert '"skipped_undecodable": 5' in captured.out and "Traceback" not in captured.err
+
+
+def _edit_manifest(folder: Path, **changes) -> None:
+    manifest = json.loads((folder / MANIFEST_NAME).read_text())
+    first = dict(manifest["shards"][0], **changes)
+    atomic_write_json(folder / MANIFEST_NAME, dict(manifest, shards=[first, *manifest["shards"][1:]]))
+
+
+@pytest.mark.parametrize("name", ["../outside/toy-train-000000.tar", "/tmp/toy-train-000000.tar",
+                                  "sub/toy-train-000000.tar", "notes.txt"])
+def test_manifest_naming_a_path_outside_the_folder_is_refused(shard_dir, tmp_path, capsys, name):
+    folder = tmp_path / "shards"
+    shutil.copytree(shard_dir, folder)
+    (tmp_path / "outside").mkdir()
+    shutil.copy(folder / "toy-train-000000.tar", tmp_path / "outside")
+    _edit_manifest(folder, name=name)
+    with pytest.raises(ValueError, match="not a plain shard file name"):
+        ShardStream(config(), folder, train=True, rank=0, world_size=1, seed=0)
+    assert main(["data", "check", str(folder)]) == 2
+    assert name[:20] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "folder"])
+def test_manifest_shard_that_is_no_regular_file_is_refused(shard_dir, tmp_path, kind):
+    folder = tmp_path / "shards"
+    shutil.copytree(shard_dir, folder)
+    target = folder / "toy-train-000001.tar"
+    target.unlink()
+    if kind == "fifo":
+        os.mkfifo(target)  # opening it for reading would block the reader for ever
+    elif kind == "symlink":
+        target.symlink_to(folder / "toy-train-000000.tar")
+    else:
+        target.mkdir()
+    with pytest.raises(ValueError, match="toy-train-000001.tar.*not a regular file"):
+        ShardStream(config(), folder, train=True, rank=0, world_size=1, seed=0)
+
+
+def test_check_verify_compares_size_and_sha256(shard_dir, tmp_path, capsys):
+    args = ["--crop-size", "16", "--num-frames", "2", "--verify"]
+    assert main(["data", "check", str(shard_dir), *args]) == 0
+    assert '"mismatched": []' in capsys.readouterr().out
+    folder = tmp_path / "shards"
+    shutil.copytree(shard_dir, folder)
+    tar_path = folder / "toy-train-000001.tar"
+    data = bytearray(tar_path.read_bytes())
+    data[-1] ^= 1  # the tar's zero padding: every sample still reads
+    tar_path.write_bytes(bytes(data))
+    assert main(["data", "check", str(folder), *args[:4]]) == 0  # unnoticed without --verify
+    capsys.readouterr()
+    assert main(["data", "check", str(folder), *args]) == 1
+    captured = capsys.readouterr()
+    assert "toy-train-000001.tar: sha256" in captured.err and '"seen": 8' in captured.out
+    _edit_manifest(folder, bytes=5)
+    assert main(["data", "check", str(folder), *args]) == 1
+    assert "toy-train-000000.tar:" in capsys.readouterr().err

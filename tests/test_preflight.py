@@ -25,7 +25,7 @@ def shard_folder(path: Path, dataset: str = "epic55", version: int = SCHEMA_VERS
     path.mkdir(parents=True)
     atomic_write_json(path / MANIFEST_NAME, {
         "schema_version": version, "dataset": dataset, "split": "train",
-        "params": {"flow": False}, "shards": [{"name": "x.tar", "samples": 8, "bytes": 1,
+        "params": {"flow": False}, "shards": [{"name": "x-000000.tar", "samples": 8, "bytes": 1,
                                                 "sha256": ""}],
         "num_samples": 8, "failures": [], "num_segments": 8})
     return path

@@ -145,3 +145,20 @@ def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "config.yaml" in err and "nme" in err
+
+
+def test_class_names_and_ids_are_drawn_literally(tmp_path):
+    # Unbalanced or bad TeX in a name: parsed as math, matplotlib raised on it.
+    names = ["$\\frac{$", "cost $5 or $6", "a_b^c", "100%"]
+    labels, preds = np.array([0, 1, 2, 3, 0]), np.array([0, 2, 2, 3, 1])
+    figures.per_class_accuracy(labels, preds, names, tmp_path / "acc.png", "split $x$")
+    figures.confusion_matrix(labels, preds, names, tmp_path / "conf.png", "$\\undefined$")
+    figures.split_comparison({"$a": {"top1": 1.0}, "b$": {"top1": 2.0}}, tmp_path / "cmp.png",
+                             "$a vs b$")
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    figures.attention_overlays(frames, np.ones((2, 4, 4)), tmp_path / "att.png", "P01_01$\\x{$")
+    for name in ("acc", "conf", "cmp", "att"):
+        assert Image.open(tmp_path / f"{name}.png").size[0] > 100
+    import matplotlib
+
+    assert matplotlib.rcParams["text.parse_math"]  # only the report's figures draw literally

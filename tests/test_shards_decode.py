@@ -98,3 +98,22 @@ def test_sizes_the_decoder_cannot_scale_to_are_resized_after_decoding(toy, short
     small = np.stack([cv2.resize(f, (width, short_side), interpolation=cv2.INTER_AREA)
                       for f in toy.frames])
     assert [_closest_frame(f, small) for f in batch] == [3, 21, 3]
+
+
+def test_video_index_visits_each_real_folder_once(tmp_path):
+    import threading
+
+    for rel in ("P01/P01_01.MP4", "P02/P02_01.MP4"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    (tmp_path / "P01" / "up").symlink_to(tmp_path)  # a loop
+    (tmp_path / "mirror").symlink_to(tmp_path / "P02")  # the same folder twice
+    found = index_videos(tmp_path)
+    assert found == {"P01_01": [tmp_path / "P01/P01_01.MP4"], "P02_01": [tmp_path / "P02/P02_01.MP4"]}
+    # Two loops made the walk exponential: it never finished.
+    (tmp_path / "P02" / "back").symlink_to(tmp_path)
+    result = {}
+    walker = threading.Thread(target=lambda: result.update(index_videos(tmp_path)), daemon=True)
+    walker.start()
+    walker.join(timeout=30)
+    assert not walker.is_alive() and result == found

@@ -146,13 +146,29 @@ def test_manifest_is_checked(tmp_path):
     with pytest.raises(SchemaError, match="no manifest"):
         read_manifest(tmp_path)
     manifest = {"schema_version": SCHEMA_VERSION, "params": {}, "failures": [], "num_samples": 2,
-                "shards": [{"name": "b.tar", "samples": 1, "bytes": 1, "sha256": ""},
-                           {"name": "a.tar", "samples": 1, "bytes": 1, "sha256": ""}]}
+                "shards": [{"name": "x-000001.tar", "samples": 1, "bytes": 1, "sha256": ""},
+                           {"name": "x-000000.tar", "samples": 1, "bytes": 1, "sha256": ""}]}
     atomic_write_json(tmp_path / "manifest.json", manifest)
-    assert [p.name for p in shard_paths(tmp_path)] == ["a.tar", "b.tar"]
+    assert [p.name for p in shard_paths(tmp_path)] == ["x-000000.tar", "x-000001.tar"]
     atomic_write_json(tmp_path / "manifest.json", dict(manifest, schema_version=SCHEMA_VERSION + 1))
     with pytest.raises(SchemaError, match="schema version"):
         read_manifest(tmp_path)
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(SchemaError, match="manifest.json"):
         read_manifest(tmp_path)
+
+
+def test_pack_header_is_checked_against_its_bytes_and_the_record():
+    import struct
+
+    from shards.schema import pack_images, unpack_images
+
+    pack = pack_images([b"ab", b"cde"])
+    assert [bytes(v) for v in unpack_images(pack, 2)] == [b"ab", b"cde"]
+    with pytest.raises(SchemaError, match="holds 2 images, the record says 3"):
+        unpack_images(pack, 3)
+    absurd = b"IPK1" + struct.pack("<I", 2**31) + pack[8:]
+    with pytest.raises(SchemaError, match="announces 2147483648 images, more than its 21 bytes"):
+        unpack_images(absurd)
+    with pytest.raises(SchemaError, match="bad magic"):
+        unpack_images(b"IPK")

@@ -79,7 +79,8 @@ def assemble(reader: SampleReader, plan: RankPlan, first: int, size: int, cfg: D
             continue
         try:
             clip = make_clip(raw.sample, cfg, train=train, seed=seed, epoch=epoch,
-                             frames_out=frame_rows[row], view=plan.view(pos)[1])
+                             frames_out=frame_rows[row], view=plan.view(pos)[1],
+                             bounds=raw.bounds)
         except UndecodableSample as err:
             item.update(status=UNDECODABLE, problem=str(err))
             continue

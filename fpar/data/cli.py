@@ -33,9 +33,10 @@ def _check(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from fpar.data.stream import ShardStream
-    from shards.schema import SchemaError
+    from shards.schema import SchemaError, verify_shards
 
     try:
+        mismatched = verify_shards(args.shards) if args.verify else []
         cfg = _config(args, max_shortfall=1.0)
         stream = ShardStream(cfg, args.shards, train=False, rank=0, world_size=1, seed=0)
         total = math.ceil(stream.num_samples / cfg.eval_batch_size)
@@ -45,8 +46,13 @@ def _check(args: argparse.Namespace) -> int:
         print(f"fpar data check: {err}", file=sys.stderr)
         return 2
     report = stream.epoch_report()
+    if args.verify:
+        report["verified"] = {"shards": len(stream.shards), "mismatched": mismatched}
     print(json.dumps(report, indent=2))
-    return 0 if report["shortfall"] == 0 and report["skipped_undecodable"] == 0 else 1
+    for line in mismatched:
+        print(f"fpar data check: {line}", file=sys.stderr)
+    damaged = report["shortfall"] or report["skipped_undecodable"] or mismatched
+    return 1 if damaged else 0
 
 
 def _throughput(args: argparse.Namespace) -> int:
@@ -72,7 +78,7 @@ def _order(args: argparse.Namespace) -> int:
         if args.world_size < 1 or not 0 <= args.rank < args.world_size or args.batch_size < 1:
             raise ValueError(f"need 0 <= --rank < --world-size and --batch-size >= 1, got rank "
                              f"{args.rank}, world size {args.world_size}, batch size {args.batch_size}")
-        shards = shard_entries(args.shards, read_manifest(args.shards)["shards"])
+        shards = shard_entries(args.shards, read_manifest(args.shards))
         reader = SampleReader(shards, ())
         plan = rank_plan(len(reader), train=True, seed=args.seed, epoch=args.epoch, rank=args.rank,
                          world_size=args.world_size, batch_size=args.batch_size)
@@ -101,10 +107,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "check", help="read every sample of a shard folder once and report damage",
         description="Decode every sample of a shard folder as evaluation does (centre crops) "
         "and print the counts: expected (from the manifest), seen, skipped_undecodable, "
-        "shortfall (samples the tars do not deliver) and the first problems. Exit code 1 "
-        "when anything was missing or undecodable, 2 when the folder cannot be read.",
+        "shortfall (samples the tars do not deliver) and the first problems; a malformed "
+        "sample (a pack header, size or map that breaks the schema or the build's parameters) "
+        "counts as undecodable. With --verify, every tar is first compared with the size "
+        "and sha256 the manifest records. Exit code 1 when anything was missing, undecodable "
+        "or mismatched, 2 when the folder cannot be read.",
     )
     _reader_options(check)
+    check.add_argument("--verify", action="store_true",
+                       help="also compare every tar with the size and sha256 in the manifest")
     check.set_defaults(func=_check)
     rate = group.add_parser(
         "throughput", help="clips per second one reader delivers from a shard folder",

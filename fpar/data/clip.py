@@ -30,7 +30,9 @@ from shards.schema import (
     META_EXT,
     MOTION_EXT,
     STACKED_MOTION_EXT,
+    SampleBounds,
     SchemaError,
+    check_record,
     decode_sample,
     segment_id_from_key,
 )
@@ -58,7 +60,8 @@ def reduction(short_side: int, smallest_fraction: float, crop_size: int) -> int:
 
 
 def make_clip(raw: dict[str, Any], cfg: DataConfig, *, train: bool, seed: int, epoch: int,
-              frames_out: Any = None, view: View | None = None) -> dict:
+              frames_out: Any = None, view: View | None = None,
+              bounds: SampleBounds | None = None) -> dict:
     """Decodes, samples and augments one raw sample.
 
     Args:
@@ -72,6 +75,8 @@ def make_clip(raw: dict[str, Any], cfg: DataConfig, *, train: bool, seed: int, e
             clip's rows of a batch buffer: no copy when batching).
         view: At test, the view to take (:mod:`fpar.data.views`); None: the chunk
             centres and the centre crop.
+        bounds: What the folder's manifest allows a sample to announce (counts and sizes
+            are checked against it before anything is allocated).
 
     Returns:
         One clip of the loader batch (:mod:`fpar.data.batch`): ``frames`` uint8
@@ -84,7 +89,7 @@ def make_clip(raw: dict[str, Any], cfg: DataConfig, *, train: bool, seed: int, e
     """
     key = str(raw.get("__key__", "?"))
     try:
-        return _make_clip(raw, cfg, train, seed, epoch, key, frames_out, view)
+        return _make_clip(raw, cfg, train, seed, epoch, key, frames_out, view, bounds)
     except SchemaError as err:  # decode_sample's message names the sample already
         raise UndecodableSample(str(err)) from err
     except UndecodableSample as err:
@@ -94,10 +99,15 @@ def make_clip(raw: dict[str, Any], cfg: DataConfig, *, train: bool, seed: int, e
 
 
 def _make_clip(raw: dict, cfg: DataConfig, train: bool, seed: int, epoch: int, key: str,
-               frames_out: Any, view: View | None) -> dict:
+               frames_out: Any, view: View | None, bounds: SampleBounds | None) -> dict:
     meta = json.loads(bytes(raw[META_EXT]).decode("utf-8"))
-    height, width = (int(v) for v in meta["frame_size"])
-    count = int(meta["num_frames"])
+    if not isinstance(meta, dict):
+        raise UndecodableSample(f"record is a JSON {type(meta).__name__}, not an object")
+    try:
+        count = check_record(meta, bounds)
+    except SchemaError as err:
+        raise UndecodableSample(str(err)) from err  # named by make_clip
+    height, width = meta["frame_size"]
     rng = rng_for(seed, epoch, key) if train else None
     if train:
         picks = temporal_indices(count, cfg.num_frames, True, rng)
@@ -111,7 +121,7 @@ def _make_clip(raw: dict, cfg: DataConfig, train: bool, seed: int, epoch: int, k
     factor = reduction(min(height, width), smallest, cfg.crop_size) if cfg.reduced_decode else 1
     # Frames are decoded one at a time as the crop reads them: one frame in cache at once.
     sample = decode_sample({**raw, META_EXT: meta}, picks, reduction=factor,
-                           flow=cfg.use_flow, stacked=False)
+                           flow=cfg.use_flow, stacked=False, bounds=bounds)
     if frames_out is None:
         frames_out = np.empty((len(picks), cfg.crop_size, cfg.crop_size, 3), dtype=np.uint8)
 

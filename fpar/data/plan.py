@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from fpar.data.sampling import rng_for
+from shards.schema import SampleBounds, bounds_of, check_shard_names
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class ShardEntry:
     name: str
     path: str
     samples: int
+    bounds: SampleBounds = SampleBounds()
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,15 @@ def rank_plan(num_samples: int, *, train: bool, seed: int, epoch: int, rank: int
     return RankPlan(tuple(range(start, stop)))
 
 
-def shard_entries(shard_dir: str | Path, manifest_shards: list[dict]) -> list[ShardEntry]:
-    """The manifest's shards, sorted by name, with full paths (the folder's order)."""
+def shard_entries(shard_dir: str | Path, manifest: dict) -> list[ShardEntry]:
+    """The manifest's shards, sorted by name, with full paths (the folder's order).
+
+    Raises:
+        shards.schema.SchemaError: A shard name that is no plain shard file name, or names
+            something other than a regular file in the folder.
+    """
     root = Path(shard_dir)
-    ordered = sorted(manifest_shards, key=lambda s: s["name"])
-    return [ShardEntry(s["name"], str(root / s["name"]), int(s["samples"])) for s in ordered]
+    check_shard_names(root, manifest["shards"])
+    bounds = bounds_of(manifest.get("params") or {})
+    ordered = sorted(manifest["shards"], key=lambda s: s["name"])
+    return [ShardEntry(s["name"], str(root / s["name"]), int(s["samples"]), bounds) for s in ordered]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import stat
 import tarfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import BinaryIO, Iterator, Sequence
 import numpy as np
 
 from fpar.data.plan import ShardEntry
+from shards.schema import SampleBounds
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class RawInput:
     index: int
     sample: dict | None
     problem: str | None = None
+    bounds: SampleBounds | None = None
 
 
 def split_name(name: str) -> tuple[str, str] | None:
@@ -123,7 +126,10 @@ class SampleReader:
         samples: list[tuple[str, dict]] = []
         problem = None
         try:
-            size = os.path.getsize(shard.path)
+            info = os.lstat(shard.path)
+            if not stat.S_ISREG(info.st_mode):  # a FIFO would block, a link leads elsewhere
+                raise OSError(f"{shard.path} is not a regular file")
+            size = info.st_size
             with tarfile.open(shard.path, mode="r:") as tar:
                 for member in tar:
                     parts = split_name(member.name) if member.isfile() else None
@@ -184,7 +190,7 @@ class SampleReader:
             if offset + size > len(mapped):
                 return RawInput(index, None, f"{shard.name}: sample {key}: {ext} cut short")
             sample[ext] = memoryview(mapped)[offset : offset + size]
-        return RawInput(index, sample)
+        return RawInput(index, sample, bounds=shard.bounds)
 
     def close(self) -> None:
         """Drops the maps (each is unmapped once no sample views it)."""

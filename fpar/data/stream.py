@@ -76,7 +76,7 @@ class ShardStream:
         self.pin_memory = pin_memory
         self.shard_dir = Path(shard_dir)
         manifest = read_manifest(self.shard_dir)
-        self.shards = shard_entries(self.shard_dir, manifest["shards"])
+        self.shards = shard_entries(self.shard_dir, manifest)
         self.num_samples = sum(s.samples for s in self.shards)
         if self.num_samples == 0:
             raise ValueError(f"{self.shard_dir}: the manifest lists no samples")

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from fpar.evaluation.views import describe_views
 from fpar.io import read_json
+from fpar.engine.checkpoint_files import check_files, checkpoint_files
 from fpar.report import figures
 from fpar.report.collect import (
     RunContents,
@@ -248,7 +249,7 @@ def clip_sections(model_name: str, samples: list[ClipSample], names: dict, out: 
 
 
 def _run_samples(run: RunContents, results: list[SplitResult], count: int,
-                 checkpoint: Path | None) -> tuple[list[ClipSample], str | None]:
+                 checkpoint: Path | None, trust: bool) -> tuple[list[ClipSample], str | None]:
     if count < 1:
         return [], "no clips were run (--samples 0)"
     if checkpoint is None:
@@ -257,7 +258,7 @@ def _run_samples(run: RunContents, results: list[SplitResult], count: int,
                if r.source.shards and Path(r.source.shards).is_dir()]
     if not folders:
         return [], "no shard folder of an evaluated split is reachable: no clips were run"
-    model = load_model(run.config, checkpoint)
+    model = load_model(run.config, checkpoint, trust)
     samples: list[ClipSample] = []
     for name, folder in tqdm(folders, desc="clips", unit="split", leave=False):
         samples += sample_clips(model, run.config, folder, name, count)
@@ -266,7 +267,7 @@ def _run_samples(run: RunContents, results: list[SplitResult], count: int,
 
 def make_report(run_dir: str | Path, out: str | Path | None = None,
                 samples: int = DEFAULT_SAMPLES, annotations: str | Path | None = None,
-                root: str | Path | None = None) -> Path:
+                root: str | Path | None = None, trust_checkpoint: bool = False) -> Path:
     """Writes the report page of a run and its figures.
 
     Args:
@@ -277,22 +278,27 @@ def make_report(run_dir: str | Path, out: str | Path | None = None,
         annotations: Annotation folder for every split instead of the ones recorded in
             the splits' shard manifests.
         root: GTEA-61 frame root, likewise.
+        trust_checkpoint: Read the checkpoint with full unpickling (else weights-only).
 
     Returns:
         The page, ``out/index.html``.
 
     Raises:
         fpar.report.collect.ReportError: If the run folder cannot be read.
+        fpar.engine.checkpoint_files.CheckpointRefused: A checkpoint file needs a type
+            beyond the allow-list.
     """
     run = read_run(run_dir)
     out = Path(out) if out is not None else run.run_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     fmt = run.config.data.format
     sources = find_splits(run, annotations, root)
+    checkpoint = checkpoint_for_report(run.run_dir, run.config)
+    if samples > 0 and checkpoint is not None:  # refused before any work, not after
+        check_files(checkpoint_files(checkpoint), trust_checkpoint)
     results = [evaluate_split(fmt, s)
                for s in tqdm(sources, desc="splits", unit="split", leave=False)]
-    checkpoint = checkpoint_for_report(run.run_dir, run.config)
-    clips, why_none = _run_samples(run, results, samples, checkpoint)
+    clips, why_none = _run_samples(run, results, samples, checkpoint, trust_checkpoint)
     ann = next((r.source for r in results if r.source.annotations is not None), None)
     names = class_names_of(fmt, ann.annotations, ann.root) if ann else {}
     sections = [run_section(run, checkpoint), training_section(run, out), metrics_section(results)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fpar.commands import add_trust_checkpoint
+
 
 def register(subparsers) -> None:
     """Adds ``fpar report``."""
@@ -25,11 +27,13 @@ def register(subparsers) -> None:
                         "split's shard manifest records)")
     parser.add_argument("--root", metavar="DIR",
                         help="GTEA-61 frame root (default: the one the shard manifest records)")
+    add_trust_checkpoint(parser)
     parser.set_defaults(func=report_main)
 
 
 def report_main(args: argparse.Namespace) -> int:
     """Runs ``fpar report``: 0 when the page was written, 2 when the run cannot be read."""
+    from fpar.engine.checkpoint_files import CheckpointRefused
     from fpar.report.assemble import make_report
     from fpar.report.collect import ReportError
 
@@ -38,8 +42,9 @@ def report_main(args: argparse.Namespace) -> int:
         return 2
     try:
         page = make_report(args.run_dir, out=args.out, samples=args.samples,
-                           annotations=args.annotations, root=args.root)
-    except ReportError as err:
+                           annotations=args.annotations, root=args.root,
+                           trust_checkpoint=args.trust_checkpoint)
+    except (ReportError, CheckpointRefused) as err:
         print(f"fpar report: {err}", file=sys.stderr)
         return 2
     print(page)

@@ -7,8 +7,9 @@ is needed.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence, TypeVar
 
 import matplotlib
 
@@ -17,9 +18,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
+F = TypeVar("F", bound=Callable)
+
 #: Classes shown at most by the per-class and confusion figures (the most frequent ones);
 #: beyond this the labels stop being readable.
 MAX_CLASSES = 40
+
+
+def _literal_text(draw: F) -> F:
+    """Draws every text of a figure as written: class names and ids are data, and a ``$``
+    in them would otherwise start TeX math (mathtext, or LaTeX under ``text.usetex``)."""
+    @functools.wraps(draw)
+    def literal(*args, **kwargs):
+        with matplotlib.rc_context({"text.usetex": False, "text.parse_math": False}):
+            return draw(*args, **kwargs)
+    return literal  # type: ignore[return-value]
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -35,6 +48,7 @@ def _class_name(names: Sequence[str], c: int) -> str:
     return str(names[c]) if 0 <= c < len(names) else str(c)
 
 
+@_literal_text
 def training_curves(steps: Sequence[Mapping], epochs: Sequence[Mapping], path: Path) -> Path:
     """Plots the training loss and its parts per step, and validation metrics per epoch.
 
@@ -95,6 +109,7 @@ def _check_pairs(labels: np.ndarray, preds: np.ndarray) -> tuple[np.ndarray, np.
     return labels, preds
 
 
+@_literal_text
 def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, names: Sequence[str], path: Path,
                        title: str, max_classes: int = MAX_CLASSES) -> Path:
     """Bar chart of the recall of every class present in ``labels`` (segment count in
@@ -115,6 +130,7 @@ def per_class_accuracy(labels: np.ndarray, preds: np.ndarray, names: Sequence[st
     return _save(fig, path)
 
 
+@_literal_text
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, names: Sequence[str], path: Path,
                      title: str, max_classes: int = MAX_CLASSES) -> Path:
     """Row-normalised confusion matrix over the classes in labels or predictions; with
@@ -174,6 +190,7 @@ def _check_maps(frames: np.ndarray, named: Mapping[str, np.ndarray]) -> None:
             raise ValueError(f"{name} must be (T={len(frames)}, h, w), got shape {maps.shape}")
 
 
+@_literal_text
 def attention_overlays(frames: np.ndarray, attention: np.ndarray, path: Path, title: str) -> Path:
     """Frames (T,H,W,3 uint8) with their class-activation / attention maps (T,s,s) on top.
 
@@ -192,6 +209,7 @@ def attention_overlays(frames: np.ndarray, attention: np.ndarray, path: Path, ti
     return _save(fig, path)
 
 
+@_literal_text
 def motion_maps(frames: np.ndarray, target: np.ndarray, predicted: np.ndarray, path: Path,
                 title: str, fraction: np.ndarray | None = None) -> Path:
     """Frames, the MS head's target (T,s,s), its prediction (T,s,s) and optionally the
@@ -211,6 +229,7 @@ def motion_maps(frames: np.ndarray, target: np.ndarray, predicted: np.ndarray, p
     return _save(fig, path)
 
 
+@_literal_text
 def split_comparison(results: Mapping[str, Mapping[str, float]], path: Path, title: str) -> Path:
     """Grouped bars: one group per metric, one bar per split (e.g. seen vs unseen)."""
     splits = list(results)

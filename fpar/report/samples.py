@@ -54,15 +54,15 @@ def checkpoint_for_report(run_dir: Path, cfg: ExperimentConfig) -> Path | None:
     from fpar.engine import checkpoint as ckpt
 
     root = Path(run_dir) / "checkpoints"
-    if cfg.eval.final_checkpoint == "best" and (root / ckpt.BEST).is_file():
-        tag = (root / ckpt.BEST).read_text().strip()
+    if cfg.eval.final_checkpoint == "best":
+        tag = ckpt.read_pointer(root / ckpt.BEST)
         if tag and ckpt.is_complete(root / tag):
             return root / tag
     tag = ckpt.latest_tag(root)
     return None if tag is None else root / tag
 
 
-def load_model(cfg: ExperimentConfig, tag_dir: Path) -> torch.nn.Module:
+def load_model(cfg: ExperimentConfig, tag_dir: Path, trust: bool = False) -> torch.nn.Module:
     """The run's model with the checkpoint's weights, in eval mode on the CPU.
 
     ImageNet weights are not looked up (``pretrained: none``): the checkpoint replaces
@@ -75,7 +75,7 @@ def load_model(cfg: ExperimentConfig, tag_dir: Path) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_model(model_cfg)
-    model.load_state_dict(load_weights(tag_dir))
+    model.load_state_dict(load_weights(tag_dir, trust))
     return model.eval()
 
 
