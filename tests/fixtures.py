@@ -7,6 +7,7 @@ processes by spawning, which re-imports the caller's main module.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,14 @@ def build_synthetic_epic55(out: Path, splits: tuple[str, ...] = ("train", "s1"))
 def synthetic_epic55_shards(tmp_path_factory) -> Path:
     """Shard folders ``train`` (12 segments) and ``s1`` (4 segments) of synthetic EPIC-55."""
     return build_synthetic_epic55(tmp_path_factory.mktemp("synthetic_epic55"))
+
+
+def step_losses(run_dir: Path) -> dict[int, float]:
+    """Loss of every step of a run's ``metrics.jsonl``; after a resume the re-run steps
+    replace the killed run's."""
+    losses = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["kind"] == "step":
+            losses[record["step"]] = record["loss"]
+    return losses

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import synthetic_epic55_shards  # noqa: F401  (fixture)
+from fixtures import step_losses, synthetic_epic55_shards  # noqa: F401  (fixture)
 from test_checkpoint_files import old_rng_file, with_payload
 
 pytestmark = pytest.mark.slow
@@ -25,14 +24,6 @@ def fpar(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "launcher.cli", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
-
-def step_losses(run_dir: Path) -> dict[int, float]:
-    losses = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record["kind"] == "step":
-            losses[record["step"]] = record["loss"]
-    return losses
 
 
 @pytest.fixture(scope="module")

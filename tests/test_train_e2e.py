@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fixtures import synthetic_epic55_shards  # noqa: F401  (fixture)
+from fixtures import step_losses, synthetic_epic55_shards  # noqa: F401  (fixture)
 from fpar.engine.deepspeed_setup import resolve_precision
 from fpar.evaluation.scores import load_scores
 from fpar.experiment import load_experiment
@@ -37,15 +37,6 @@ def data_overrides(shards: Path, epochs: int, batch: int) -> list[str]:
             f"eval.test_splits={{s1: {shards / 's1'}}}", f"data.batch_size={batch}",
             f"train.stages=[{{epochs: {epochs}}}]", "train.checkpoint_every_steps=2"]
 
-
-def step_losses(run_dir: Path) -> dict[int, float]:
-    """Loss of every step; after a resume the re-run steps replace the killed run's."""
-    losses = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record["kind"] == "step":
-            losses[record["step"]] = record["loss"]
-    return losses
 
 
 def s1_ids(shards: Path) -> set[str]:

@@ -28,9 +28,13 @@ def predict_stream(forward: Callable[[dict], object], stream, device: torch.devi
     """:func:`predict` over a ``ShardStream``'s evaluation pass with test-time ``views``
     (one view: the chunk centres and the centre crop), averaged by ``aggregate``;
     ``progress`` shows this rank's segments/s; ``ms_tally`` as in :func:`predict`."""
-    average = None if single_view(views) else ViewAverage(views, stream.cfg.mirrored, aggregate)
+    if single_view(views):  # streams without test-time views (e.g. a trainer's own) work too
+        average, batches = None, stream.eval_batches()
+    else:
+        average = ViewAverage(views, stream.cfg.mirrored, aggregate)
+        batches = stream.eval_batches(views)
     meter = SegmentProgress(stream.num_rank_samples) if progress else None
-    return predict(forward, stream.eval_batches(views), device, dtype, average, meter, ms_tally)
+    return predict(forward, batches, device, dtype, average, meter, ms_tally)
 
 
 @torch.no_grad()
