@@ -13,6 +13,7 @@ import datetime
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +139,13 @@ def teardown() -> None:
         try:
             dist.barrier()
         finally:
-            dist.destroy_process_group()
+            # DeepSpeed keeps groups of the world it saw (a clone for broadcasts); its own
+            # destroy releases them, so that a later group in this process starts clean.
+            comm = sys.modules.get("deepspeed.comm.comm")
+            if comm is not None and getattr(comm, "cdb", None) is not None:
+                comm.destroy_process_group()
+            else:
+                dist.destroy_process_group()
 
 
 def barrier() -> None:
