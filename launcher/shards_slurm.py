@@ -158,11 +158,13 @@ def job_states(record: dict) -> dict[str, str]:
     return {job_id: (watcher.get_state(job_id, mode="cache").split() or ["UNKNOWN"])[0] for job_id in ids}
 
 
-def progress_line(out: Path, record: dict | None, started: float | None = None, start_staged: int = 0) -> str:
-    """One line on the build: segments staged of planned, failures, tasks by state, ETA."""
+def progress_line(out: Path, record: dict | None, started: float | None = None, start_staged: int = 0,
+                  status=None) -> str:
+    """One line on the build: segments staged of planned, failures, tasks by state, ETA.
+    ``status`` is the build's progress when the caller already read it."""
     from shards.build_tasks import build_status
 
-    status = build_status(out)
+    status = status or build_status(out)
     if status.finished:
         manifest = status.manifest
         return (f"{out}: finished: {manifest['num_samples']} samples of {manifest['num_segments']} segments, "
@@ -246,6 +248,7 @@ def show_status(out: str | Path) -> int:
 
     out = Path(out).resolve()
     path = out / JOBS_NAME
-    print(progress_line(out, read_json(path) if path.is_file() else None))
+    # One reading for the line and the exit status: the finish job may end between two.
     status = build_status(out)
+    print(progress_line(out, read_json(path) if path.is_file() else None, status=status))
     return 0 if status.finished and not status.manifest["failures"] else 1
