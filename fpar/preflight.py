@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fpar.config import ConfigError
-from fpar.data.config import LABELS_BY_FORMAT
 from fpar.experiment import ExperimentConfig
+from shards.datasets import get_dataset
 from shards.schema import SchemaError, read_manifest
 
 
@@ -37,10 +37,11 @@ def check_shard_folder(cfg: ExperimentConfig, key: str, folder: str | Path) -> d
     if dataset != cfg.data.format:
         raise ConfigError(f"{key}: {folder}: holds {dataset} shards, but data.format is "
                           f"{cfg.data.format}")
-    lacking = [k for k in cfg.data.label_keys if k not in LABELS_BY_FORMAT[dataset]]
+    carried = get_dataset(dataset).labels
+    lacking = [k for k in cfg.data.label_keys if k not in carried]
     if lacking:
         raise ConfigError(f"{key}: {folder}: {dataset} shards have no {lacking} labels "
-                          f"(they have {list(LABELS_BY_FORMAT[dataset])}); check data.labels")
+                          f"(they have {list(carried)}); check data.labels")
     if cfg.data.use_flow and manifest["params"].get("flow") is False:
         raise ConfigError(f"{key}: {folder}: data.use_flow is set but the shards hold no flow "
                           "(build them with --flow)")

@@ -1,4 +1,4 @@
-"""The evaluation protocols of GTEA-61 and EGTEA Gaze+, as data.
+"""The evaluation protocols the datasets declare (``shards.datasets``: ``protocols``).
 
 A protocol is one dataset's list of splits, each a (train split, test split) pair of the
 split names ``shards.annotations`` reads; every pair is trained and tested with several
@@ -22,6 +22,7 @@ from typing import Mapping
 
 from launcher.sweep import SweepAxis, bundled_axis
 from shards.annotations import available_splits, load_segments, splits
+from shards.datasets import dataset_names, get_dataset
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +80,13 @@ def paired_splits(fmt: str, scheme: str) -> tuple[ProtocolSplit, ...]:
     return tuple(pairs)
 
 
-PROTOCOLS: dict[str, Protocol] = {
-    p.name: p for p in (
-        Protocol("gtea61_fixed", "gtea61", "GTEA-61, fixed split (test subject S2)",
-                 paired_splits("gtea61", r"fixed")),
-        Protocol("gtea61_loso", "gtea61", "GTEA-61, leave one subject out (4 folds)",
-                 paired_splits("gtea61", r"loso\d+")),
-        Protocol("egtea", "egtea", "EGTEA Gaze+, the 3 official splits",
-                 paired_splits("egtea", r"split\d+")),
-    )
-}
+def declared_protocols() -> dict[str, Protocol]:
+    """Every protocol of every registered dataset, by name."""
+    return {spec.name: Protocol(spec.name, fmt, spec.title, paired_splits(fmt, spec.pattern))
+            for fmt in dataset_names() for spec in get_dataset(fmt).protocols}
+
+
+PROTOCOLS: dict[str, Protocol] = declared_protocols()
 
 
 def get_protocol(name: str) -> Protocol:
@@ -97,9 +95,10 @@ def get_protocol(name: str) -> Protocol:
     Raises:
         ValueError: Naming the known protocols.
     """
-    if name not in PROTOCOLS:
-        raise ValueError(f"protocol {name!r} unknown; choose from {', '.join(PROTOCOLS)}")
-    return PROTOCOLS[name]
+    protocols = declared_protocols()
+    if name not in protocols:
+        raise ValueError(f"protocol {name!r} unknown; choose from {', '.join(protocols)}")
+    return protocols[name]
 
 
 def shard_sources(protocol: Protocol, annotations: str | Path,

@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from shards.datasets import dataset_names
+
 DESCRIPTION = "shard builder speed per worker: each stage, and the build's rate as a fraction of decoding its frames"
 
 MOTION_STAGES = ("flow_input", "flow", "homography", "compensation", "morphology", "warp_flow")
@@ -52,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", choices=("epic", "toy"), default="epic",
                         help="epic: EPIC-like 1920x1080 H.264 files at 59.94 and 50 fps, half-second closed GOPs "
                         "with B-frames (default); toy: the 1280x720 toy video")
-    parser.add_argument("--format", choices=("epic55", "epic100", "gtea61", "egtea"), help="read a real split instead")
+    parser.add_argument("--format", choices=dataset_names(), help="read a real split instead")
     parser.add_argument("--root", help="with --format: video root (or GTEA-61 frame folders)")
     parser.add_argument("--annotations", help="with --format: annotation folder")
     parser.add_argument("--split", help="with --format: split name")

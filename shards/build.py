@@ -25,10 +25,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from fpar.config import ConfigError, to_dict
 from fpar.io import atomic_write_json, read_json
+from shards.datasets import get_dataset
 from shards.decode import index_videos
 from shards.motion import MotionConfig
 from shards.schema import DEFAULT_FRAMES, DEFAULT_SHORT_SIDE, JPEG_QUALITY, MANIFEST_NAME, SCHEMA_VERSION, changes_since, sample_key, segment_id_from_key
@@ -51,7 +51,7 @@ MANIFEST_PARAMS = ("root", "annotations", *CONTENT_PARAMS)
 class BuildConfig:
     """Everything that defines a shard build (saved in the manifest as ``params``)."""
 
-    format: Literal["epic55", "epic100", "gtea61", "egtea"]
+    format: str  # a registered dataset (shards.datasets)
     root: str
     annotations: str
     split: str
@@ -68,6 +68,7 @@ class BuildConfig:
     def __post_init__(self) -> None:
         if self.workers < 1 or self.frames < 1 or self.short_side < 8 or self.shard_samples < 1:
             raise ValueError("workers, frames and shard_samples must be >= 1, short_side >= 8")
+        get_dataset(self.format)  # an unknown name fails here, with the closest known one
 
 
 @dataclass
@@ -124,11 +125,11 @@ def locate_sources(units: list[WorkUnit], cfg: BuildConfig) -> None:
     """Finds each unit's video ``<video_id>.mp4|.MP4`` under the root (one walk), or its
     frame folder; a unit whose source is missing or ambiguous gets ``error`` set."""
     root = Path(cfg.root)
-    if cfg.format == "gtea61":
+    frame_folder = get_dataset(cfg.format).frame_folder
+    if frame_folder is not None:
         for unit in units:
             if unit.source is None:
-                candidates = [root / unit.video_id, root / "frames" / unit.video_id]
-                unit.source = str(next((c for c in candidates if c.is_dir()), candidates[0]))
+                unit.source = str(frame_folder(root, unit.video_id))
             unit.kind = "folder"
         return
     videos = index_videos(root) if any(u.source is None for u in units) else {}

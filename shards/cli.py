@@ -8,6 +8,7 @@ import logging
 import sys
 
 from fpar.config import ConfigError
+from shards.datasets import dataset_names
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def register(subparsers):
         "command after a crash or kill resumes it. Exit status 1 when any segment failed "
         "(listed in the manifest and by 'fpar shards info').",
     )
-    build.add_argument("--format", required=True, choices=("epic55", "epic100", "gtea61", "egtea"), help="dataset")
+    build.add_argument("--format", required=True, choices=dataset_names(), help="dataset")
     build.add_argument("--root", required=True, help="folder searched (recursively) for <video_id>.mp4|.MP4; GTEA-61: the frame folders")
     build.add_argument("--annotations", required=True, help="folder of the dataset's annotation files")
     build.add_argument("--split", required=True, help="split name (e.g. train, s1, s2, validation, test_split1, test_fixed)")

@@ -38,17 +38,13 @@ def parse_timestamp(text: str) -> float:
 
 
 def release_fps(fmt: str, native_fps: float) -> float:
-    """The rate at which a dataset's public frame release numbers a video's frames.
+    """The rate at which a dataset's public frame release numbers a video's frames (the
+    dataset's ``release_fps``): EPIC-55 60 for every video; EPIC-100 50 for the 2020
+    extension (recorded at 50 fps), 60 for the others; datasets that number the frames they
+    ship (GTEA-61's folders, EGTEA's 24 fps session videos) the native rate."""
+    from shards.datasets.registry import get_dataset
 
-    EPIC-55: 60 for every video. EPIC-100: 50 for the 2020 extension (recorded at 50 fps),
-    60 for the others. Other formats number the frames they ship (GTEA-61's folders,
-    EGTEA's 24 fps session videos): the native rate.
-    """
-    if fmt == "epic55":
-        return 60.0
-    if fmt == "epic100":
-        return 50.0 if abs(native_fps - 50.0) < 0.5 else 60.0
-    return float(native_fps)
+    return get_dataset(fmt).release_fps(native_fps)
 
 
 def release_frame(seconds: float, rate: float) -> int:

@@ -8,12 +8,13 @@ import math
 import sys
 
 from fpar.commands import data_group
-from fpar.data.config import FORMATS, DataConfig
+from fpar.data.config import DataConfig
+from shards.datasets import dataset_names
 
 
 def _reader_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("shards", help="shard folder (with manifest.json)")
-    parser.add_argument("--format", choices=FORMATS, default="epic55",
+    parser.add_argument("--format", choices=dataset_names(), default="epic55",
                         help="dataset format, decides the label keys (default: epic55)")
     parser.add_argument("--num-frames", type=int, default=7, help="frames per clip (default: 7)")
     parser.add_argument("--crop-size", type=int, default=224, help="crop side in pixels (default: 224)")

@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Optional
 
-FORMATS = ("epic55", "epic100", "gtea61", "egtea")
-
-# Which label columns a batch carries for each dataset; EGTEA has an action class and
-# also verb and noun classes, so its batches carry all three.
-LABELS_BY_FORMAT: dict[str, tuple[str, ...]] = {
-    "epic55": ("verb", "noun"),
-    "epic100": ("verb", "noun"),
-    "gtea61": ("class",),
-    "egtea": ("class", "verb", "noun"),
-}
+from shards.datasets import get_dataset
 
 
 @dataclass
@@ -22,8 +13,8 @@ class DataConfig:
     """Settings of the shard reader, temporal sampling, augmentation and batching.
 
     Attributes:
-        format: Dataset format ("epic55", "epic100", "gtea61", "egtea"); decides the
-            label keys of a batch unless ``labels`` is given.
+        format: A registered dataset (``shards.datasets``: "epic55", "epic100", "gtea61",
+            "egtea", ...); decides the label keys of a batch unless ``labels`` is given.
         train_shards: Folder of the training shards (with ``manifest.json``).
         val_shards: Folder of the validation shards, if any.
         test_shards: Folder of the test shards, if any.
@@ -50,7 +41,7 @@ class DataConfig:
         prefetch_factor: Samples prefetched per worker.
     """
 
-    format: Literal["epic55", "epic100", "gtea61", "egtea"] = "epic55"
+    format: str = "epic55"
     train_shards: Optional[str] = None
     val_shards: Optional[str] = None
     test_shards: Optional[str] = None
@@ -71,6 +62,7 @@ class DataConfig:
     prefetch_factor: int = 4
 
     def __post_init__(self) -> None:
+        get_dataset(self.format)  # an unknown name fails here, with the closest known one
         positive = ("num_frames", "crop_size", "batch_size", "eval_batch_size", "prefetch_factor")
         for name in positive:
             if getattr(self, name) < 1:
@@ -106,7 +98,7 @@ class DataConfig:
 
     def mirrored(self, key: str, label: int) -> int:
         """The label of a horizontally flipped clip: the other class of its mirror pair."""
-        for a, b in self.mirror_pairs.get(key, ()):
+        for a, b in (self.mirror_pairs or get_dataset(self.format).mirror_pairs).get(key, ()):
             if label in (a, b):
                 return b if label == a else a
         return label
@@ -116,4 +108,4 @@ class DataConfig:
         """The label keys each batch carries."""
         if self.labels is not None:
             return tuple(self.labels)
-        return LABELS_BY_FORMAT[self.format]
+        return get_dataset(self.format).labels

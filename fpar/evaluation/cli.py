@@ -9,11 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-from fpar.evaluation.metrics import FORMATS, evaluate, format_report
+from fpar.evaluation.metrics import evaluate, format_report
 from fpar.evaluation.scores import load_scores, merge_scores, read_views
 from fpar.evaluation.views import describe_views
 from fpar.evaluation.submission import build_submission, write_archive
 from fpar.io import atomic_write_json
+from shards.datasets import dataset_names, get_dataset
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "scores", nargs="+", type=Path,
         help="scores file(s); several (e.g. S1 and S2) are joined, an id in two is an error",
     )
-    metrics.add_argument("--format", required=True, choices=FORMATS, help="dataset format")
+    metrics.add_argument("--format", required=True, choices=dataset_names(), help="dataset")
     metrics.add_argument(
         "--annotations", required=True, type=Path,
         help="annotation folder, or one split file by its dataset name (then that split "
@@ -120,7 +121,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "scores", nargs="+", type=Path,
         help="scores file(s): for epic55 one holding S1 and S2 or one per split",
     )
-    submission.add_argument("--format", required=True, choices=("epic55", "epic100"), help="challenge")
+    submission.add_argument("--format", required=True, help="challenge",
+                            choices=[n for n in dataset_names() if get_dataset(n).submission is not None])
     submission.add_argument(
         "--test-timestamps", required=True, nargs="+", type=Path, metavar="FILE",
         help="test segment files: epic55 EPIC_test_s1_timestamps.csv and "

@@ -20,9 +20,9 @@ from fpar.evaluation.classification import (
     top1_predictions,
     topk_accuracy,
 )
+from shards.datasets import get_dataset
 
 ACTION_TOP_N = 100
-NOUN_STRIDE = {"epic55": 352, "epic100": 1000}
 # Rows per block when forming the (top verbs x top nouns) products: bounds memory to a
 # few tens of MB whatever the number of segments.
 _CHUNK = 256
@@ -42,8 +42,10 @@ class ActionRanking:
 
 
 def action_id(verbs: np.ndarray, nouns: np.ndarray, fmt: str) -> np.ndarray:
-    """Encodes (verb, noun) pairs as the official action id of ``fmt``."""
-    return np.asarray(verbs, dtype=np.int64) * NOUN_STRIDE[fmt] + np.asarray(nouns, dtype=np.int64)
+    """Encodes (verb, noun) pairs as the official action id of dataset ``fmt``
+    (``verb * action_noun_stride + noun``: 352 on EPIC-55, 1000 on EPIC-100)."""
+    stride = get_dataset(fmt).action_noun_stride
+    return np.asarray(verbs, dtype=np.int64) * stride + np.asarray(nouns, dtype=np.int64)
 
 
 def _top_sorted_by_id(probs: np.ndarray, n: int) -> np.ndarray:

@@ -13,34 +13,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from shards.annotations import LABEL_MISSING, AnnotationError, load_segments, splits
+from shards.annotations import LABEL_MISSING, AnnotationError, load_segments
+from shards.datasets import get_dataset
 
 # How many offending ids an error message lists.
 SHOWN_IDS = 5
-
-# The files each split may be read from, as the datasets name them.
-_SPLIT_FILES: dict[str, dict[str, tuple[str, ...]]] = {
-    "epic55": {
-        "train": ("EPIC_train_action_labels.csv",),
-        "s1": ("EPIC_test_s1_labels.csv", "EPIC_test_s1_timestamps.csv"),
-        "s2": ("EPIC_test_s2_labels.csv", "EPIC_test_s2_timestamps.csv"),
-    },
-    "epic100": {
-        "train": ("EPIC_100_train.csv",),
-        "validation": ("EPIC_100_validation.csv",),
-        "test": ("EPIC_100_test_labels.csv", "EPIC_100_test_timestamps.csv"),
-    },
-    "egtea": {split: (f"{split}.txt",) for split in splits("egtea")},
-}
-
-# Splits evaluated when none is named: those of these the scores cover completely.
-CANDIDATE_SPLITS = {
-    "epic55": ("s1", "s2"),
-    "epic100": ("validation", "test"),
-    "egtea": ("test_split1", "test_split2", "test_split3"),
-    "gtea61": ("test_fixed", "test_loso1", "test_loso2", "test_loso3", "test_loso4"),
-}
-
 
 class EvaluationError(ValueError):
     """Scores and annotations that cannot be evaluated or submitted together."""
@@ -67,9 +44,9 @@ def split_of_file(fmt: str, path: str | Path) -> tuple[Path, str]:
     path = Path(path)
     if not path.is_file():
         raise EvaluationError(f"{path}: annotation file not found")
-    known = _SPLIT_FILES.get(fmt)
-    if known is None:
-        raise EvaluationError(f"{path}: {fmt} is read from its frame folder; give the folder, not a file")
+    known = get_dataset(fmt).split_files
+    if not known:
+        raise EvaluationError(f"{path}: {fmt} is read from its folder; give the folder, not a file")
     for split, names in known.items():
         if path.name in names:
             return path.parent, split
@@ -138,7 +115,7 @@ def default_splits(fmt: str, folder: Path, ids: Sequence[str], root: str | Path 
     chosen: list[str] = []
     seen_sets: list[frozenset] = []
     best: tuple[int, str, list[str]] | None = None
-    for split in CANDIDATE_SPLITS[fmt]:
+    for split in get_dataset(fmt).eval_splits:
         try:
             segment_ids = load_segments(fmt, folder, split, root=root)["segment_id"].astype(str)
         except (AnnotationError, ValueError):
@@ -155,7 +132,7 @@ def default_splits(fmt: str, folder: Path, ids: Sequence[str], root: str | Path 
         return chosen
     if best is None:
         raise EvaluationError(
-            f"the scores cover no segment of {fmt} {', '.join(CANDIDATE_SPLITS[fmt])} in {folder}"
+            f"the scores cover no segment of {fmt} {', '.join(get_dataset(fmt).eval_splits)} in {folder}"
         )
     covered, split, missing = best
     raise EvaluationError(

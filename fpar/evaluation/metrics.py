@@ -14,13 +14,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from fpar.evaluation.classification import (
-    confusion_matrix,
-    mean_class_accuracy,
-    top1_predictions,
-    topk_accuracy,
-)
-from fpar.evaluation.epic_metrics import epic55_metrics, epic100_metrics
 from fpar.evaluation.groundtruth import (
     EvaluationError,
     align,
@@ -29,16 +22,13 @@ from fpar.evaluation.groundtruth import (
     resolve_splits,
     show_ids,
 )
-from shards.annotations import num_classes
-from shards.annotations.epic55 import read_many_shot
-from shards.annotations.epic100 import read_tail_classes, read_unseen_participants
+from fpar.evaluation.metric_sets import metric_set, single_label_metrics  # noqa: F401  (re-exported)
+from shards.datasets import UnknownDataset, get_dataset
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("epic55", "epic100", "gtea61", "egtea")
-_LABEL_COLUMNS = {"verb": "verb_class", "noun": "noun_class", "class": "class_id"}
-# Confused pairs listed by the human report of single-label datasets.
-_TOP_CONFUSIONS = 5
+# The segment table column of each task's label.
+LABEL_COLUMNS = {"verb": "verb_class", "noun": "noun_class", "class": "class_id"}
 
 
 def check_outputs(fmt: str, ids: Sequence[str], outputs: Mapping[str, np.ndarray], where: str) -> None:
@@ -47,9 +37,8 @@ def check_outputs(fmt: str, ids: Sequence[str], outputs: Mapping[str, np.ndarray
     Raises:
         EvaluationError: Naming the task, the counts, or the first ids with bad scores.
     """
-    expected = num_classes(fmt)
-    if fmt == "egtea":
-        expected = {"class": expected["class"]}
+    dataset = get_dataset(fmt)
+    expected = {task: dataset.num_classes[task] for task in dataset.tasks}
     if set(outputs) != set(expected):
         raise EvaluationError(
             f"{where}: {fmt} needs scores for {sorted(expected)}, found {sorted(outputs)}"
@@ -65,20 +54,6 @@ def check_outputs(fmt: str, ids: Sequence[str], outputs: Mapping[str, np.ndarray
             raise EvaluationError(f"{where}: non-finite {task} scores for {show_ids(bad_ids)}")
 
 
-def single_label_metrics(scores: np.ndarray, labels: np.ndarray) -> dict:
-    """Top-1/top-5, mean class accuracy and confusion matrix of a single-label split."""
-    confusion = confusion_matrix(labels, top1_predictions(scores), scores.shape[1])
-    top = topk_accuracy(scores, labels)
-    return {
-        "segments": int(len(labels)),
-        "top1": top[1],
-        "top5": top[5],
-        "mean_class_accuracy": mean_class_accuracy(confusion),
-        "classes_present": int((confusion.sum(axis=1) > 0).sum()),
-        "confusion_matrix": confusion.tolist(),
-    }
-
-
 def evaluate(
     fmt: str,
     ids: Sequence[str],
@@ -90,7 +65,7 @@ def evaluate(
     """Computes the official metrics of every requested split.
 
     Args:
-        fmt: "epic55", "epic100", "gtea61" or "egtea".
+        fmt: A registered dataset ("epic55", "epic100", "gtea61", "egtea", ...).
         ids: Segment ids of the score rows.
         outputs: Score arrays by task ("verb"/"noun" or "class").
         annotations: The annotation folder, or one split file (its split is evaluated).
@@ -108,14 +83,17 @@ def evaluate(
         EvaluationError: Missing scores, wrong class counts, non-finite scores, or a split
             without labels.
     """
-    if fmt not in FORMATS:
-        raise EvaluationError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    try:
+        dataset = get_dataset(fmt)
+    except UnknownDataset as err:
+        raise EvaluationError(str(err)) from None
     check_outputs(fmt, ids, outputs, "scores")
     folder, chosen = resolve_splits(fmt, annotations, splits)
     if chosen is None:
         chosen = default_splits(fmt, folder, ids, root)
-    tasks = ["verb", "noun"] if fmt.startswith("epic") else ["class"]
-    label_columns = [_LABEL_COLUMNS[t] for t in tasks]
+    tasks = list(dataset.tasks)
+    metrics_of = metric_set(dataset).compute
+    label_columns = [LABEL_COLUMNS[t] for t in tasks]
     result: dict = {"format": fmt, "scored_segments": len(ids), "splits": {}}
     used: set[int] = set()
     for split in chosen:
@@ -123,23 +101,8 @@ def evaluate(
         rows = align(ids, segments, f"{fmt} split {split!r}")
         used.update(rows.tolist())
         scores = {t: np.asarray(outputs[t])[rows] for t in tasks}
-        labels = {t: segments[_LABEL_COLUMNS[t]].to_numpy(dtype=np.int64) for t in tasks}
-        if fmt == "epic55":
-            metrics = epic55_metrics(
-                scores["verb"], scores["noun"], labels["verb"], labels["noun"], read_many_shot(folder)
-            )
-        elif fmt == "epic100":
-            metrics = epic100_metrics(
-                scores["verb"],
-                scores["noun"],
-                labels["verb"],
-                labels["noun"],
-                segments["participant"].to_numpy(),
-                read_unseen_participants(folder, split) if split != "train" else set(),
-                read_tail_classes(folder),
-            )
-        else:
-            metrics = single_label_metrics(scores["class"], labels["class"])
+        labels = {t: segments[LABEL_COLUMNS[t]].to_numpy(dtype=np.int64) for t in tasks}
+        metrics = metrics_of(dataset, scores, labels, segments, Path(folder), split)
         result["splits"][split] = metrics
     if len(used) < len(ids):
         log.warning(
@@ -169,47 +132,11 @@ def flatten_metrics(result: dict) -> dict[str, dict[str, float]]:
     return flat
 
 
-def _confusions(matrix: list[list[int]]) -> str:
-    confusion = np.asarray(matrix)
-    off = confusion.copy()
-    np.fill_diagonal(off, 0)
-    order = np.argsort(-off, axis=None, kind="stable")[:_TOP_CONFUSIONS]
-    pairs = [
-        f"{t}->{p} ({off[t, p]})" for t, p in zip(*np.unravel_index(order, off.shape)) if off[t, p] > 0
-    ]
-    return ", ".join(pairs) if pairs else "none"
-
-
 def format_report(result: dict) -> str:
     """Human-readable summary of ``evaluate``'s result (percentages, 2 decimals)."""
     lines = [f"format {result['format']}, {result['scored_segments']} scored segments"]
+    report = metric_set(get_dataset(result["format"])).report
     for split, m in result["splits"].items():
         lines.append(f"[{split}] {m['segments']} segments")
-        if result["format"] == "epic55":
-            for task in ("verb", "noun", "action"):
-                t = m[task]
-                lines.append(
-                    f"  {task:<6} top-1 {t['top1']:6.2f}  top-5 {t['top5']:6.2f}  "
-                    f"precision {t['precision']:6.2f}  recall {t['recall']:6.2f}  "
-                    f"({t['many_shot_classes']} many-shot classes present)"
-                )
-        elif result["format"] == "epic100":
-            for task in ("verb", "noun", "action"):
-                o, u, t = m["overall"][task], m["unseen"][task], m["tail"][task]
-                lines.append(
-                    f"  {task:<6} top-1 {o['top1']:6.2f}  top-5 {o['top5']:6.2f}  "
-                    f"unseen top-1 {u['top1']:6.2f}  tail top-1 {t['top1']:6.2f} "
-                    f"({t['segments']} tail segments)"
-                )
-            lines.append(f"  unseen-participant segments: {m['unseen']['segments']}")
-        else:
-            lines.append(
-                f"  top-1 {m['top1']:6.2f}  top-5 {m['top5']:6.2f}  mean class accuracy "
-                f"{m['mean_class_accuracy']:6.2f} ({m['classes_present']} classes present)"
-            )
-            size = len(m["confusion_matrix"])
-            lines.append(
-                f"  confusion matrix {size}x{size} (in --json); most confused true->predicted: "
-                f"{_confusions(m['confusion_matrix'])}"
-            )
+        lines += report(m)
     return "\n".join(lines)

@@ -88,8 +88,7 @@ def score_run(run_dir: str | Path, annotations: str | Path | None = None,
         split_root = root if root is not None else built.get("root")
         ids, outputs = load_scores(path)
         try:
-            scored = evaluate(fmt, ids, outputs, ann, splits=[split],
-                              root=split_root if fmt == "gtea61" else None)
+            scored = evaluate(fmt, ids, outputs, ann, splits=[split], root=split_root)
         except EvaluationError as err:
             if "label" in str(err).lower():
                 log.info("%s: split %s has no labels; not scored", run_dir, name)

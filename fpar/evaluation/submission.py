@@ -18,7 +18,8 @@ import io
 import json
 import zipfile
 from pathlib import Path
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -27,14 +28,12 @@ from fpar.evaluation.groundtruth import EvaluationError, show_ids, split_of_file
 from fpar.evaluation.metrics import check_outputs
 from fpar.io import atomic_write_bytes
 from shards.annotations import load_segments
+from shards.datasets import UnknownDataset, dataset_names, get_dataset
 
 EPIC55_VERSION = "0.1"
 EPIC100_VERSION = "0.2"
 CHALLENGE = "action_recognition"
 SUPERVISION_LEVELS = range(0, 6)
-EPIC55_FILES = {"s1": "seen.json", "s2": "unseen.json"}
-EPIC100_FILE = "test.json"
-EPIC100_SPLIT = "test"
 # Fast deflate: the JSON is ~100 MB of digits and level 1 compresses it nearly as well.
 _ZIP_LEVEL = 1
 
@@ -119,6 +118,45 @@ def check_supervision_levels(sls: Mapping[str, int | None]) -> dict[str, int]:
     return checked
 
 
+@dataclass(frozen=True)
+class SubmissionFormat:
+    """A challenge's archive: one JSON file per test split.
+
+    Attributes:
+        files: Test split -> file name inside the archive.
+        write: ``(ids, verb_scores, noun_scores, supervision_levels) -> JSON text``.
+        supervision_levels: Whether the challenge asks for sls_pt, sls_tl and sls_td.
+    """
+
+    files: Mapping[str, str]
+    write: Callable[[Sequence[str], np.ndarray, np.ndarray, Mapping[str, int] | None], str]
+    supervision_levels: bool = False
+
+
+# By the name a dataset's registration gives (``submission``).
+SUBMISSION_FORMATS = {
+    "epic_kitchens_55": SubmissionFormat({"s1": "seen.json", "s2": "unseen.json"},
+                                         lambda ids, verb, noun, sls: epic55_json(ids, verb, noun)),
+    "epic_kitchens_100": SubmissionFormat({"test": "test.json"}, epic100_json, supervision_levels=True),
+}
+
+
+def submission_format(fmt: str) -> SubmissionFormat:
+    """The challenge archive of dataset ``fmt``.
+
+    Raises:
+        EvaluationError: The dataset is unknown or has no challenge submission.
+    """
+    try:
+        name = get_dataset(fmt).submission
+    except UnknownDataset as err:
+        raise EvaluationError(str(err)) from None
+    if name is None:
+        having = [n for n in dataset_names() if get_dataset(n).submission is not None]
+        raise EvaluationError(f"submissions exist for {' and '.join(having)}, not {fmt!r}")
+    return SUBMISSION_FORMATS[name]
+
+
 def _test_ids(fmt: str, timestamps: Sequence[str | Path]) -> dict[str, list[str]]:
     """Segment ids per test split, read through the annotation readers."""
     by_split: dict[str, list[str]] = {}
@@ -127,7 +165,7 @@ def _test_ids(fmt: str, timestamps: Sequence[str | Path]) -> dict[str, list[str]
         if split in by_split:
             raise EvaluationError(f"{path}: split {split!r} given twice")
         by_split[split] = load_segments(fmt, folder, split)["segment_id"].astype(str).tolist()
-    wanted = tuple(EPIC55_FILES) if fmt == "epic55" else (EPIC100_SPLIT,)
+    wanted = tuple(submission_format(fmt).files)
     if tuple(sorted(by_split)) != tuple(sorted(wanted)):
         raise EvaluationError(
             f"{fmt} submissions need the test segment file(s) of {', '.join(wanted)}, "
@@ -175,7 +213,7 @@ def build_submission(
     """Checks scores against the test segments and returns the archive's files as text.
 
     Args:
-        fmt: "epic55" or "epic100".
+        fmt: A dataset with a challenge submission ("epic55", "epic100").
         ids: Segment ids of the score rows (for EPIC-55, S1 and S2 together).
         outputs: "verb" and "noun" score arrays.
         timestamps: EPIC-55: the S1 and S2 test files; EPIC-100: the test file.
@@ -187,20 +225,14 @@ def build_submission(
     Raises:
         EvaluationError: On any check failing; nothing is written.
     """
-    if fmt not in ("epic55", "epic100"):
-        raise EvaluationError(f"submissions exist for epic55 and epic100, not {fmt!r}")
-    levels = check_supervision_levels(sls or {}) if fmt == "epic100" else None
+    challenge = submission_format(fmt)
+    levels = check_supervision_levels(sls or {}) if challenge.supervision_levels else None
     check_outputs(fmt, ids, outputs, "scores")
     rows = check_coverage(ids, _test_ids(fmt, timestamps))
     verb, noun = np.asarray(outputs["verb"]), np.asarray(outputs["noun"])
     ids = np.asarray(list(ids), dtype=object)
-    if fmt == "epic100":
-        r = rows[EPIC100_SPLIT]
-        return {EPIC100_FILE: epic100_json(ids[r], verb[r], noun[r], levels)}
-    return {
-        name: epic55_json(ids[rows[s]], verb[rows[s]], noun[rows[s]])
-        for s, name in EPIC55_FILES.items()
-    }
+    return {name: challenge.write(ids[rows[s]], verb[rows[s]], noun[rows[s]], levels)
+            for s, name in challenge.files.items()}
 
 
 def write_archive(files: Mapping[str, str], out: str | Path) -> Path:

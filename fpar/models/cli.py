@@ -10,16 +10,14 @@ import torch
 
 from fpar.models.config import ModelConfig
 from fpar.models.registry import build_model, list_models
-
-FORMATS = ("epic55", "epic100", "gtea61", "egtea")
+from shards.datasets import dataset_names, get_dataset
 
 
 def head_layout(fmt: str) -> dict[str, int]:
-    """Classifier heads for a dataset: verb + noun on EPIC, one action class otherwise."""
-    from shards.annotations import num_classes
-
-    counts = num_classes(fmt)
-    return {"class": counts["class"]} if "class" in counts else counts
+    """Classifier heads for a dataset, its scored tasks: verb + noun on EPIC, one action
+    class on GTEA-61 and EGTEA."""
+    dataset = get_dataset(fmt)
+    return {task: dataset.num_classes[task] for task in dataset.tasks}
 
 
 def count_parameters(cfg: ModelConfig) -> int:
@@ -69,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true",
                         help="print a JSON list of {name, parameters, description}")
-    parser.add_argument("--format", choices=FORMATS, default="epic55",
+    parser.add_argument("--format", choices=dataset_names(), default="epic55",
                         help="dataset whose heads are counted: epic55/epic100 verb + noun, "
                         "gtea61/egtea one action class (default: epic55)")
     parser.add_argument("--backbone", choices=("resnet18", "resnet34", "resnet50"),

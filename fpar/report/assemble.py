@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fpar.evaluation.metric_sets import metric_set
 from fpar.evaluation.views import describe_views
 from fpar.io import read_json
 from fpar.engine.checkpoint_files import check_files, checkpoint_files
@@ -28,20 +29,12 @@ from fpar.report.collect import (
 )
 from fpar.report.page import Figure, Section, Table, write_page
 from fpar.report.samples import ClipSample, checkpoint_for_report, load_model, sample_clips
+from shards.datasets import get_dataset
 
 log = logging.getLogger(__name__)
 
 REPORT_DIR = "report"
 DEFAULT_SAMPLES = 4
-
-#: Metrics compared across splits, per format (those present are used).
-HEADLINE_METRICS = {
-    "epic55": ["verb_top1", "noun_top1", "action_top1", "verb_top5", "noun_top5", "action_top5"],
-    "epic100": ["overall_verb_top1", "overall_noun_top1", "overall_action_top1",
-                "unseen_action_top1", "tail_action_top1"],
-    "gtea61": ["top1", "top5", "mean_class_accuracy"],
-    "egtea": ["top1", "top5", "mean_class_accuracy"],
-}
 
 #: How EPIC-55's test splits are known in the literature.
 SPLIT_TITLES = {"s1": "seen kitchens (S1)", "s2": "unseen kitchens (S2)"}
@@ -152,11 +145,12 @@ def split_sections(fmt: str, results: list[SplitResult], out: Path) -> list[Sect
 def comparison_section(fmt: str, results: list[SplitResult], out: Path) -> Section:
     """Headline metrics of every labelled split side by side (e.g. seen vs unseen)."""
     scored = [r for r in results if r.flat is not None]
-    title = "Seen vs unseen" if fmt == "epic55" else "Splits compared"
+    shown = metric_set(get_dataset(fmt))
+    title = shown.comparison_title
     if len(scored) < 2:
         return Section(title, notes=[f"{len(scored)} labelled split(s) evaluated: a "
                                      "comparison needs two or more"], anchor="comparison")
-    keys = [k for k in HEADLINE_METRICS.get(fmt, []) if all(k in r.flat for r in scored)]
+    keys = [k for k in shown.headline if all(k in r.flat for r in scored)]
     data = {_split_title(r.source.name): {k: r.flat[k] for k in keys} for r in scored}
     figures.split_comparison(data, out / "split_comparison.png", " vs ".join(data))
     return Section(title, figures=[Figure("split_comparison.png",

@@ -19,17 +19,18 @@ import numpy as np
 
 from fpar.evaluation import EvaluationError, evaluate, flatten_metrics, load_scores
 from fpar.evaluation.groundtruth import align, labelled_segments
+from fpar.evaluation.metrics import LABEL_COLUMNS
 from fpar.evaluation.run_metrics import ground_truth_of, scores_files
 from fpar.evaluation.scores import read_views
 from fpar.experiment import ExperimentConfig
 from fpar.io import read_json
 from fpar.train import CONFIG_FILE, SUMMARY_FILE
+from shards.datasets import get_dataset
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 
-_LABEL_COLUMNS = {"verb": "verb_class", "noun": "noun_class", "class": "class_id"}
 
 
 class ReportError(ValueError):
@@ -213,17 +214,17 @@ def evaluate_split(fmt: str, source: SplitSource) -> SplitResult:
     if source.annotations is None:
         return SplitResult(source, views=views, note=f"split {source.name}: no annotation folder known (the "
                            "shard manifest names none; give --annotations): no metrics")
-    root = source.root if fmt == "gtea61" else None
+    root = source.root  # read by frame-folder datasets (GTEA-61) only
     try:
         result = evaluate(fmt, ids, outputs, source.annotations, splits=[source.split], root=root)
         metrics = result["splits"][source.split]
-        tasks = ["verb", "noun"] if fmt.startswith("epic") else ["class"]
-        columns = [_LABEL_COLUMNS[t] for t in tasks]
+        tasks = get_dataset(fmt).tasks
+        columns = [LABEL_COLUMNS[t] for t in tasks]
         segments = labelled_segments(fmt, source.annotations, source.split, root, columns)
     except (EvaluationError, ValueError) as err:
         return SplitResult(source, views=views, note=f"split {source.name}: no metrics ({err})")
     rows = align(ids, segments, f"{fmt} split {source.split!r}")
-    labels = {t: segments[_LABEL_COLUMNS[t]].to_numpy(dtype=np.int64) for t in tasks}
+    labels = {t: segments[LABEL_COLUMNS[t]].to_numpy(dtype=np.int64) for t in tasks}
     preds = {t: np.asarray(outputs[t])[rows].argmax(1).astype(np.int64) for t in tasks}
     flat = flatten_metrics({"splits": {source.split: metrics}})[source.split]
     return SplitResult(source, metrics, flat, labels, preds, views=views)

@@ -1,7 +1,9 @@
 """Annotation readers: each dataset's own files in, one segment table out.
 
-``load_segments(fmt, annotations, split)`` returns a DataFrame whose first columns are
-``SEGMENT_COLUMNS`` (see ``table.py``) for fmt in ``FORMATS``:
+One module per dataset (``epic55``, ``epic100``, ``gtea61``, ``egtea``) exposes ``SPLITS``,
+``NUM_CLASSES``, ``load(source, split, require_labels)``, ``available_splits(source)`` and
+``class_names(source)``; the table's columns are in ``table.py``. The functions below read
+any registered dataset (``shards.datasets``) by name:
 
 - "epic55": splits "train", "s1" (seen kitchens), "s2" (unseen kitchens);
 - "epic100": "train", "validation", "test";
@@ -16,35 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from shards.annotations import egtea, epic55, epic100, gtea61
 from shards.annotations.table import LABEL_MISSING, SEGMENT_COLUMNS, AnnotationError
-
-FORMATS = ("epic55", "epic100", "gtea61", "egtea")
-_READERS = {"epic55": epic55, "epic100": epic100, "gtea61": gtea61, "egtea": egtea}
-FORMAT_TITLES = {
-    "epic55": "EPIC-KITCHENS-55",
-    "epic100": "EPIC-KITCHENS-100",
-    "gtea61": "GTEA-61",
-    "egtea": "EGTEA Gaze+",
-}
-
-
-def _reader(fmt: str):
-    if fmt not in _READERS:
-        raise ValueError(f"annotation format {fmt!r} unknown; choose from {', '.join(FORMATS)}")
-    return _READERS[fmt]
-
-
-def _source(fmt: str, annotations: str | Path, root: str | Path | None) -> Path:
-    """GTEA-61 reads frame folders (``root``, else ``annotations``); the rest read files."""
-    if fmt == "gtea61" and root is not None:
-        return Path(root)
-    return Path(annotations)
+from shards.datasets.registry import get_dataset
 
 
 def splits(fmt: str) -> tuple[str, ...]:
     """Every split name ``fmt`` knows."""
-    return tuple(_reader(fmt).SPLITS)
+    return get_dataset(fmt).splits
 
 
 def load_segments(
@@ -58,10 +38,10 @@ def load_segments(
     """Reads one split of one dataset into the segment table.
 
     Args:
-        fmt: "epic55", "epic100", "gtea61" or "egtea".
+        fmt: a registered dataset name ("epic55", "epic100", "gtea61", "egtea", ...).
         annotations: the folder of the dataset's annotation files.
         split: a split name of ``fmt`` (see the module docstring).
-        root: GTEA-61 only: the frame folder root (default: ``annotations``).
+        root: frame-folder datasets (GTEA-61): the frame folder root (default: ``annotations``).
         require_labels: raise if the split's file carries no labels (public test files).
 
     Returns:
@@ -70,31 +50,27 @@ def load_segments(
 
     Raises:
         AnnotationError: a missing file or a bad row, naming the file and line.
-        ValueError: unknown format or split.
+        ValueError: unknown dataset or split.
     """
-    return _reader(fmt).load(_source(fmt, annotations, root), split, require_labels=require_labels)
+    return get_dataset(fmt).load_segments(annotations, split, root, require_labels=require_labels)
 
 
 def available_splits(fmt: str, annotations: str | Path, root: str | Path | None = None) -> list[str]:
     """The splits of ``fmt`` whose files (or GTEA-61 subject folders) exist."""
-    return _reader(fmt).available_splits(_source(fmt, annotations, root))
+    return get_dataset(fmt).available_splits(annotations, root)
 
 
-def class_names(
-    fmt: str, annotations: str | Path, root: str | Path | None = None
-) -> dict[str, list[str]]:
+def class_names(fmt: str, annotations: str | Path, root: str | Path | None = None) -> dict[str, list[str]]:
     """Class names by id: keys "verb" and "noun" (EPIC), "class" (GTEA-61), all three (EGTEA)."""
-    return _reader(fmt).class_names(_source(fmt, annotations, root))
+    return get_dataset(fmt).class_names(annotations, root)
 
 
 def num_classes(fmt: str) -> dict[str, int]:
     """The dataset's class counts: the size of each classifier head."""
-    return dict(_reader(fmt).NUM_CLASSES)
+    return get_dataset(fmt).num_classes
 
 
 __all__ = [
-    "FORMATS",
-    "FORMAT_TITLES",
     "LABEL_MISSING",
     "SEGMENT_COLUMNS",
     "AnnotationError",

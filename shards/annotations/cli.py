@@ -10,9 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from fpar.commands import data_group
+from shards.datasets import dataset_names, get_dataset
 from shards.annotations import (
-    FORMAT_TITLES,
-    FORMATS,
     LABEL_MISSING,
     AnnotationError,
     available_splits,
@@ -95,7 +94,7 @@ def format_summary(summary: dict) -> str:
         return "  ".join([first, *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))]).rstrip()
 
     source = summary["root"] or summary["annotations"]
-    out = [f"{FORMAT_TITLES[summary['format']]} annotations in {source}", line(headers)]
+    out = [f"{get_dataset(summary['format']).title} annotations in {source}", line(headers)]
     out += [line(r) for r in rows] if rows else ["(no split files found)"]
     return "\n".join(out)
 
@@ -127,7 +126,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "participants (listed for small sets), videos, frames and verb/noun/action/class "
         "labels used. Bad rows are reported with file and line.",
     )
-    parser.add_argument("--format", required=True, choices=FORMATS,
+    parser.add_argument("--format", required=True, choices=dataset_names(),
                         help="dataset format of the annotation folder")
     parser.add_argument("--annotations", required=True, type=Path,
                         help="folder of the dataset's annotation files (GTEA-61: its frame "

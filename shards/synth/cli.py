@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
+from shards.datasets import dataset_names, get_dataset
 from shards.synth.generate import generate
 from shards.synth.plan import X264_PRESETS, Options
-from shards.synth.vocab import FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "moving-object masks (masks/<video_id>.npz). Same seed, same annotation bytes.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--format", required=True, choices=FORMATS, dest="fmt",
+    p.add_argument("--format", required=True, choices=[n for n in dataset_names() if get_dataset(n).synth is not None], dest="fmt",
                    help="dataset layout and annotation format to write")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--participants", type=int, default=4,

@@ -14,8 +14,10 @@ from pathlib import Path
 from fpar.io import atomic_write_text
 from shards.synth.plan import DatasetPlan, SegmentPlan, VideoPlan
 from shards.synth.video import exact_rate
-from shards.timing import release_fps, release_frame
-from shards.synth.vocab import CLASS_COUNTS, NOUNS, VERBS, names_with_placeholders
+from shards.annotations import egtea, epic55, epic100
+from shards.datasets.epic import epic55_release_fps, epic100_release_fps
+from shards.timing import release_frame
+from shards.synth.vocab import NOUNS, VERBS, names_with_placeholders
 
 VERB_CATEGORY = {"take": "retrieve", "put": "leave", "open": "access", "close": "block",
                  "shake": "shake", "stir": "mix", "move-left": "move", "move-right": "move",
@@ -67,11 +69,11 @@ def segment_seconds(video: VideoPlan, seg: SegmentPlan) -> tuple[float, float]:
     return (seg.start_frame - 1) / rate, seg.stop_frame / rate
 
 
-def _timing(fmt: str, video: VideoPlan, seg: SegmentPlan) -> list:
+def _timing(release_fps, video: VideoPlan, seg: SegmentPlan) -> list:
     """start/stop timestamps and frames as the release writes them: the frames count the
     public frame release's frames (60 fps; EPIC-100's 50 fps videos: 50), not the video's."""
     start, stop = segment_seconds(video, seg)
-    numbering = release_fps(fmt, float(exact_rate(video.fps)))
+    numbering = release_fps(float(exact_rate(video.fps)))
     first = release_frame(start, numbering)
     return [timestamp(start), timestamp(stop), first, max(first, release_frame(stop, numbering))]
 
@@ -112,16 +114,16 @@ def write_epic55(plan: DatasetPlan, folder: Path) -> None:
         for v, s in _segments(plan, split):
             lab = _label_fields(s)
             rows.append([s.segment_id, v.participant, v.video_id, lab[0],
-                         *_timing("epic55", v, s), *lab[1:]])
+                         *_timing(epic55_release_fps, v, s), *lab[1:]])
         return [head] + rows
 
     _write(folder / "EPIC_train_action_labels.csv", labelled("train"))
     for split in ("s1", "s2"):
         _write(folder / f"EPIC_test_{split}_labels.csv", labelled(split))
         _write(folder / f"EPIC_test_{split}_timestamps.csv", [ts_head] + [
-            [s.segment_id, v.participant, v.video_id, *_timing("epic55", v, s)]
+            [s.segment_id, v.participant, v.video_id, *_timing(epic55_release_fps, v, s)]
             for v, s in _segments(plan, split)])
-    sizes = CLASS_COUNTS["epic55"]
+    sizes = epic55.NUM_CLASSES
     verbs = names_with_placeholders(VERBS, sizes["verb"], "verb")
     nouns = names_with_placeholders(NOUNS, sizes["noun"], "noun")
     _write(folder / "EPIC_verb_classes.csv",
@@ -156,7 +158,7 @@ def write_epic100(plan: DatasetPlan, folder: Path) -> None:
         for v, s in _segments(plan, split):
             start, stop = segment_seconds(v, s)
             said = timestamp(start + 0.1 * (stop - start), 3)
-            row = [s.segment_id, v.participant, v.video_id, said, *_timing("epic100", v, s)]
+            row = [s.segment_id, v.participant, v.video_id, said, *_timing(epic100_release_fps, v, s)]
             out.append(row + (_label_fields(s) if labels else []))
         return [head if labels else ts_head] + out
 
@@ -164,7 +166,7 @@ def write_epic100(plan: DatasetPlan, folder: Path) -> None:
     _write(folder / "EPIC_100_validation.csv", rows("validation", True))
     _write(folder / "EPIC_100_test_labels.csv", rows("test", True))
     _write(folder / "EPIC_100_test_timestamps.csv", rows("test", False))
-    sizes = CLASS_COUNTS["epic100"]
+    sizes = epic100.NUM_CLASSES
     for kind, names, cats in (("verb", VERBS, VERB_CATEGORY), ("noun", NOUNS, NOUN_CATEGORY)):
         table = names_with_placeholders(names, sizes[kind], kind)
         _write(folder / f"EPIC_100_{kind}_classes.csv", [["id", "key", "instances", "category"]] +
@@ -192,7 +194,7 @@ def write_egtea(plan: DatasetPlan, folder: Path) -> None:
             lines = [f"{s.segment_id} {s.class_id + 1} {s.verb + 1} {s.noun + 1}\n"
                      for s in clips if keep(s)]
             atomic_write_text(folder / f"{part}_split{k + 1}.txt", "".join(lines))
-    sizes = CLASS_COUNTS["egtea"]
+    sizes = egtea.NUM_CLASSES
     actions = [f"{VERBS[v].capitalize()} {NOUNS[n]}" for v, n in plan.combos]
     for name, table in (("action", actions),
                         ("verb", names_with_placeholders(VERBS, sizes["verb"], "verb")),
@@ -201,5 +203,4 @@ def write_egtea(plan: DatasetPlan, folder: Path) -> None:
                           "".join(f"{n} {i + 1}\n" for i, n in enumerate(table)))
 
 
-WRITERS = {"epic55": write_epic55, "epic100": write_epic100, "egtea": write_egtea}
 """GTEA-61 has no annotation file: its labels are the class folders."""

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fpar.io import atomic_write_json
-from shards.synth.formats import WRITERS
+from shards.synth.layouts import synth_layout
 from shards.synth.plan import DatasetPlan, Options, VideoPlan, make_plan
 from shards.synth.render import VideoRenderer
 from shards.synth.video import save_mask, write_mp4, write_png_folder
@@ -22,11 +22,7 @@ log = logging.getLogger(__name__)
 
 def video_path(out: Path, fmt: str, video: VideoPlan) -> Path:
     """Where a planned video (or GTEA-61 frame folder) is written."""
-    if fmt == "gtea61":
-        return out / "frames" / video.video_id
-    if fmt == "egtea":
-        return out / "videos" / f"{video.video_id}.mp4"
-    return out / "videos" / video.participant / f"{video.video_id}.MP4"
+    return synth_layout(fmt).video_path(out, video)
 
 
 def mask_path(out: Path, video_id: str) -> Path:
@@ -40,8 +36,9 @@ def render_video(fmt: str, out: Path, video: VideoPlan, seed: int, opts: Options
     renderer = VideoRenderer(video, seed, opts.width, opts.height, video.fps, opts)
     mask = np.zeros((video.num_frames, opts.height, opts.width), np.uint8) if opts.masks else None
     frames = renderer.frames(mask)
-    target = video_path(out, fmt, video)
-    if fmt == "gtea61":
+    layout = synth_layout(fmt)
+    target = layout.video_path(out, video)
+    if layout.frame_folders:
         count = write_png_folder(target, frames)
     else:
         count = write_mp4(target, frames, video.fps, opts.width, opts.height, opts.crf,
@@ -80,7 +77,8 @@ def generate(fmt: str, out: str | Path, participants: int, segments: int, seed: 
     """Generates a synthetic-kitchens dataset in ``fmt``'s real layout and file formats.
 
     Args:
-        fmt: "epic55", "epic100", "gtea61" or "egtea".
+        fmt: a registered dataset with a synthetic writer ("epic55", "epic100", "gtea61",
+            "egtea").
         out: Output folder; gets ``annotations/``, ``videos/`` (or ``frames/``), ``masks/``
             and ``synth.json`` (the plan's parameters and per-video frame counts).
         participants: Number of participants (kitchens); GTEA-61 allows at most 4 (S1..S4).
@@ -101,10 +99,11 @@ def generate(fmt: str, out: str | Path, participants: int, segments: int, seed: 
     opts = Options(**options)
     plan = make_plan(fmt, participants, segments, seed, opts)
     out = Path(out)
-    if fmt in WRITERS:
+    write_annotations = synth_layout(fmt).annotations
+    if write_annotations is not None:
         annotations = out / "annotations"
         annotations.mkdir(parents=True, exist_ok=True)
-        WRITERS[fmt](plan, annotations)
+        write_annotations(plan, annotations)
     began = time.perf_counter()
     results = _render_all(plan, out, progress)
     elapsed = time.perf_counter() - began

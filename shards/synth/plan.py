@@ -17,10 +17,6 @@ from shards.synth.vocab import NOUNS, VERBS, action_combos, compatible
 EGTEA_RECIPES = ("PastaSalad", "GreekSalad", "ContinentalBreakfast", "BaconAndEggs",
                  "Cheeseburger", "TurkeySandwich", "Pizza")
 GTEA_SUBJECTS = ("S1", "S2", "S3", "S4")
-FORMAT_FPS = {"epic55": 29.97, "epic100": 29.97, "egtea": 24.0, "gtea61": 24.0}
-"""Default rates: EPIC's 29.97 fps videos (its 59.94/50 would double the files, and the
-annotations number frames at 60 fps whatever the rate); EGTEA and GTEA-61 at their real
-24 fps, which their readers assume (their files carry no rate)."""
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")
 
 
@@ -30,7 +26,8 @@ class Options:
 
     width: int = 456
     height: int = 256
-    # One rate, or several given to the videos in turn (EPIC formats); None: FORMAT_FPS.
+    # One rate, or several given to the videos in turn (EPIC formats); None: the
+    # dataset's default (shards.synth.layouts).
     fps: float | tuple[float, ...] | None = None
     unseen_fraction: float = 0.25
     test_fraction: float = 0.25
@@ -124,9 +121,9 @@ class VideoPlan:
 
 @dataclass
 class DatasetPlan:
-    """Everything to generate for one format."""
+    """Everything to generate for one dataset."""
 
-    fmt: str
+    fmt: str  # the dataset's name
     participants: list[str]
     unseen: list[str]
     videos: list[VideoPlan]
@@ -174,22 +171,22 @@ def _durations(rng: np.random.Generator, n: int, opts: Options, fps: float) -> l
 
 
 def make_plan(fmt: str, participants: int, segments: int, seed: int, opts: Options) -> DatasetPlan:
-    """Plans a dataset of ``fmt`` with ``segments`` segments over ``participants`` people."""
+    """Plans a dataset ``fmt`` (a registered dataset with a synthetic writer) with
+    ``segments`` segments over ``participants`` people."""
+    from shards.synth.layouts import synth_layout
+
+    layout = synth_layout(fmt)
     if opts.fps is None:
-        opts.fps = FORMAT_FPS.get(fmt, 30.0)
+        opts.fps = layout.default_fps
     opts.validate()
-    if len(opts.rates()) > 1 and fmt not in ("epic55", "epic100"):
+    if len(opts.rates()) > 1 and not layout.several_rates:
         raise ValueError(f"several frame rates are for the EPIC formats; {fmt} videos share one rate")
     if participants < 1 or segments < 1:
         raise ValueError(f"need participants >= 1 and segments >= 1, got {participants}, {segments}")
     rng = np.random.default_rng([seed, 0x5EED])
-    if fmt in ("epic55", "epic100"):
-        return _plan_epic(fmt, participants, segments, seed, opts, rng)
-    if fmt == "egtea":
-        return _plan_egtea(participants, segments, seed, opts, rng)
-    if fmt == "gtea61":
-        return _plan_gtea(participants, segments, seed, opts, rng)
-    raise ValueError(f"unknown format {fmt!r} (choose epic55, epic100, gtea61, egtea)")
+    plan = layout.plan(participants, segments, seed, opts, rng)
+    plan.fmt = fmt
+    return plan
 
 
 def _video_seeds(seed: int, n: int) -> list[int]:
@@ -201,14 +198,16 @@ def _per_participant(segments: int, participants: int) -> list[int]:
     return [segments // participants + (i < segments % participants) for i in range(participants)]
 
 
-def _plan_epic(fmt: str, participants: int, segments: int, seed: int, opts: Options,
-               rng: np.random.Generator) -> DatasetPlan:
+def plan_epic(participants: int, segments: int, seed: int, opts: Options,
+              rng: np.random.Generator, extension: bool = False) -> DatasetPlan:
+    """EPIC kitchens: seen participants in train and the test splits, unseen ones only in
+    test; ``extension``: EPIC-100's splits, video numbers and narration ids."""
     names = [f"P{i + 1:02d}" for i in range(participants)]
     n_unseen = min(participants - 1, int(round(participants * opts.unseen_fraction)))
     if opts.unseen_fraction > 0 and participants >= 2:
         n_unseen = max(1, n_unseen)
     unseen = names[participants - n_unseen:] if n_unseen else []
-    if fmt == "epic55":
+    if not extension:
         seen_splits, seen_fr = ["train", "s1"], [1 - opts.test_fraction, opts.test_fraction]
         unseen_splits, unseen_fr = ["s2"], [1.0]
     else:
@@ -234,7 +233,7 @@ def _plan_epic(fmt: str, participants: int, segments: int, seed: int, opts: Opti
         for chunk in range(math.ceil(count / opts.segments_per_video)):
             n = min(opts.segments_per_video, count - chunk * opts.segments_per_video)
             number[names[i]] += 1
-            vid = f"{names[i]}_{number[names[i]] + (100 if fmt == 'epic100' else 0):02d}"
+            vid = f"{names[i]}_{number[names[i]] + (100 if extension else 0):02d}"
             rates = opts.rates()
             fps = rates[len(videos) % len(rates)]
             spans, total = _layout(rng, _durations(rng, n, opts, fps), opts, fps)
@@ -246,14 +245,14 @@ def _plan_epic(fmt: str, participants: int, segments: int, seed: int, opts: Opti
     uid = 0
     for video in videos:
         for k, seg in enumerate(video.segments):
-            seg.segment_id = str(uid) if fmt == "epic55" else f"{video.video_id}_{k}"
+            seg.segment_id = f"{video.video_id}_{k}" if extension else str(uid)
             uid += 1
     for video, s in zip(videos, _video_seeds(seed, len(videos))):
         video.seed = s
-    return DatasetPlan(fmt, names, unseen, videos, opts, seed, action_combos())
+    return DatasetPlan("", names, unseen, videos, opts, seed, action_combos())
 
 
-def _plan_egtea(participants: int, segments: int, seed: int, opts: Options,
+def plan_egtea(participants: int, segments: int, seed: int, opts: Options,
                 rng: np.random.Generator) -> DatasetPlan:
     combos = action_combos()[:106]
     names = [f"P{i + 1:02d}" for i in range(participants)]
@@ -281,10 +280,10 @@ def _plan_egtea(participants: int, segments: int, seed: int, opts: Options,
         clips[int(index)].fold = rank % 3
     for video, s in zip(videos, _video_seeds(seed, len(videos))):
         video.seed = s
-    return DatasetPlan("egtea", names, [], videos, opts, seed, combos)
+    return DatasetPlan("", names, [], videos, opts, seed, combos)
 
 
-def _plan_gtea(participants: int, segments: int, seed: int, opts: Options,
+def plan_gtea61(participants: int, segments: int, seed: int, opts: Options,
                rng: np.random.Generator) -> DatasetPlan:
     if participants > len(GTEA_SUBJECTS):
         raise ValueError(f"GTEA-61 has subjects S1..S4: participants must be <= 4, got {participants}")
@@ -312,4 +311,4 @@ def _plan_gtea(participants: int, segments: int, seed: int, opts: Options,
         videos.append(video)
     for video, s in zip(videos, _video_seeds(seed, len(videos))):
         video.seed = s
-    return DatasetPlan("gtea61", subjects, [], videos, opts, seed, combos)
+    return DatasetPlan("", subjects, [], videos, opts, seed, combos)

@@ -29,17 +29,6 @@ HELD_NOUNS: frozenset[str] = frozenset({"bottle", "jar", "kettle", "box"})
 for open/close the whole object sways and is in the motion mask; on pans, drawers and
 fridges only the part moves."""
 
-CLASS_COUNTS: dict[str, dict[str, int]] = {
-    "epic55": {"verb": 125, "noun": 352},
-    "epic100": {"verb": 97, "noun": 300},
-    "gtea61": {"class": 61},
-    "egtea": {"class": 106, "verb": 19, "noun": 53},
-}
-"""Class-table sizes of the real datasets (the synthetic tables have the same sizes)."""
-
-FORMATS: tuple[str, ...] = tuple(CLASS_COUNTS)
-
-
 def compatible(verb: int, noun: int) -> bool:
     """Whether ``verb`` can be performed on ``noun`` (open/close need a movable part)."""
     return VERBS[verb] not in PART_VERBS or NOUNS[noun] in LIDDED_NOUNS
