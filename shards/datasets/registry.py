@@ -10,6 +10,8 @@ the registry; none compares a dataset's name.
 from __future__ import annotations
 
 import difflib
+import importlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -160,9 +162,25 @@ def dataset_names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
+# Modules of the user's own datasets, imported (once) before the registry answers: the
+# user names them, so no file fpar reads can make it import anything.
+MODULES_VARIABLE = "FPAR_DATASETS"
+_loaded = False
+
+
 def _load_builtin() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
     # The built-in families register on first use, so that importing the registry stays
     # cheap and a dataset module can import the registry without a cycle.
     import shards.datasets.epic  # noqa: F401  (registration order: the choices' order)
     import shards.datasets.gtea61  # noqa: F401
     import shards.datasets.egtea  # noqa: F401
+
+    for module in filter(None, (m.strip() for m in os.environ.get(MODULES_VARIABLE, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise UnknownDataset(f"{MODULES_VARIABLE}: cannot import dataset module '{module}' ({err})") from None
