@@ -44,7 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs ``fpar`` with ``argv`` (default: ``sys.argv[1:]``) and returns the exit code."""
-    parser = build_parser()
+    from shards.datasets import UnknownDataset
+
+    try:
+        parser = build_parser()
+    except UnknownDataset as err:  # the --format choices come from the registry
+        print(f"fpar: error: {err}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

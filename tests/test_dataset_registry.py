@@ -20,6 +20,7 @@ import pytest
 from fpar.config import load_yaml
 from fpar.evaluation.metric_sets import METRIC_SETS
 from fpar.evaluation.submission import SUBMISSION_FORMATS
+from launcher.protocols import paired_splits
 from shards.annotations.table import SEGMENT_COLUMNS, AnnotationError, require_file
 from shards.datasets import (
     Dataset,
@@ -95,8 +96,8 @@ def test_every_registered_dataset_is_whole(name):
     config = load_yaml(REPO / dataset.default_config)
     assert config["data"]["format"] == name
     assert config["model"]["num_classes"] == {t: dataset.num_classes[t] for t in dataset.tasks}
-    for protocol in dataset.protocols:
-        assert any(s.startswith("test_") and protocol.pattern[:3] in s for s in dataset.splits)
+    for protocol in dataset.protocols:  # each names train_<x>/test_<x> pairs it has
+        assert paired_splits(name, protocol.pattern)
     # Its synthetic writer plans segments in its splits, with its labels.
     plan = make_plan(name, 4, 24, 0, Options())
     assert plan.fmt == name and sum(len(v.segments) for v in plan.videos) >= 4
@@ -127,6 +128,14 @@ def test_a_config_naming_an_unknown_dataset_is_refused(tmp_path):
     config.write_text(f"_base_: [{REPO / 'configs/experiments/tiny_cpu.yaml'}]\ndata: {{format: epic56}}\n")
     with pytest.raises(ConfigError, match="did you mean 'epic55'"):
         load_experiment(config)
+
+
+def test_a_dataset_module_that_cannot_be_imported_is_a_clear_error():
+    env = dict(os.environ, **{MODULES_VARIABLE: "no_such_dataset_module"})
+    proc = subprocess.run([sys.executable, "-m", "launcher.cli", "models"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{MODULES_VARIABLE}: cannot import dataset module 'no_such_dataset_module'" in proc.stderr
 
 
 def test_a_registered_dataset_can_be_removed():
