@@ -102,10 +102,6 @@ class Dataset:
             return Path(root)
         return Path(annotations)
 
-    def check_split(self, split: str) -> None:
-        if split not in self.splits:
-            raise ValueError(f"{self.name} has no split {split!r}; choose from {', '.join(self.splits)}")
-
     def load_segments(self, annotations: str | Path, split: str, root: str | Path | None = None,
                       *, require_labels: bool = False) -> pd.DataFrame:
         """One split as the segment table (``shards.annotations.table.SEGMENT_COLUMNS`` first,
