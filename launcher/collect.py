@@ -17,8 +17,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fpar.evaluation.run_metrics import METRICS_FILE
 from fpar.io import read_json
+from fpar.run_layout import METRICS_FILE
 from launcher.sweep import read_sweep_file
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from fpar.run_layout import BEST, LATEST, METRICS_LOG, checkpoints_dir
 from launcher.benchmarks.gpu_steps import REPO
 
 LOG_TAIL = 3000
@@ -118,14 +119,14 @@ def copy_until(run_dir: Path, dest: Path, keep_tag: str) -> None:
     from fpar.engine import checkpoint as ckpt
 
     shutil.copytree(run_dir, dest)
-    root = dest / "checkpoints"
+    root = checkpoints_dir(dest)
     keep_step = int(keep_tag.removeprefix("step"))
     for tag in ckpt.complete_tags(root):
         if int(tag.removeprefix("step")) > keep_step:
             shutil.rmtree(root / tag)
-    (root / ckpt.LATEST).write_text(keep_tag + "\n")
-    if (root / ckpt.BEST).is_file():
-        (root / ckpt.BEST).unlink()
+    (root / LATEST).write_text(keep_tag + "\n")
+    if (root / BEST).is_file():
+        (root / BEST).unlink()
 
 
 
@@ -257,7 +258,7 @@ def train_overrides(check, shards: Path, precision: str) -> list[str]:
 
 
 def _steps_of(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    lines = (run_dir / METRICS_LOG).read_text().splitlines()
     return [r for r in map(json.loads, lines) if r.get("kind") == "step"]
 
 
@@ -266,7 +267,7 @@ def train(check, run_dir: Path, shards: Path, precision: str) -> dict:
 
     out = check.command(f"train_{precision}", child(
         "train", str(run_dir), check.args.config, *train_overrides(check, shards, precision)))
-    tags = ckpt.complete_tags(run_dir / "checkpoints")
+    tags = ckpt.complete_tags(checkpoints_dir(run_dir))
     if len(tags) < 2:
         raise CheckError(f"train_{precision}: expected a halfway and a final checkpoint, "
                          f"found {tags}")
@@ -290,7 +291,7 @@ def restore(check, run_dir: Path) -> dict:
     check.command(f"restore_{name}", child("restore", str(run_dir), str(out_dir), str(result_file)))
     result = json.loads(result_file.read_text())
     tag = result["tag"]
-    compared = compare_checkpoints(run_dir / "checkpoints" / tag, out_dir / tag,
+    compared = compare_checkpoints(checkpoints_dir(run_dir) / tag, out_dir / tag,
                                    pattern="*_states.pt")
     meaningful = result["tensors_moved_since_init"] > 0
     return {"ok": compared["identical"] and not result["module_differences"] and meaningful,
@@ -301,12 +302,12 @@ def resume(check, run_dir: Path) -> dict:
     from fpar.engine import checkpoint as ckpt
     from launcher.checkpoint_compare import compare_checkpoints, compare_states
 
-    tags = ckpt.complete_tags(run_dir / "checkpoints")
+    tags = ckpt.complete_tags(checkpoints_dir(run_dir))
     halfway, last = tags[-2], tags[-1]
     resumed = run_dir.with_name(run_dir.name + "_resumed")
     copy_until(run_dir, resumed, halfway)
     check.command(f"resume_{run_dir.name}", child("train", str(resumed), "--resume"))
-    a, b = run_dir / "checkpoints" / last, resumed / "checkpoints" / last
+    a, b = checkpoints_dir(run_dir) / last, checkpoints_dir(resumed) / last
     if not (b / ckpt.COMPLETE).is_file():
         raise CheckError(f"resume_{run_dir.name}: the resumed run wrote no {last}")
     compared = compare_checkpoints(a, b, pattern="*_states.pt")  # weights, optimiser, scaler

@@ -141,7 +141,7 @@ def _checkpoint(run_dir: Path, **state) -> None:
 def test_resume_at_another_world_size_keeps_the_global_batch_or_says_why_not(tmp_path):
     from fpar.config import ConfigError
     from fpar.experiment import load_experiment
-    from fpar.train import keep_global_batch
+    from fpar.run_setup import keep_global_batch
 
     cfg = load_experiment(REPO / "configs/experiments/tiny_cpu.yaml", ["data.batch_size=3"])
     _checkpoint(tmp_path)

@@ -21,10 +21,6 @@ import torch
 
 from fpar.models.losses import ms_target
 
-#: ``<run>/ms_<split>.json``: the tallies ``fpar eval`` and training write next to the scores.
-MS_PREFIX = "ms_"
-
-
 @dataclass
 class CellTally:
     """Per-cell sums over frames of one split at one resolution, and the head's confusion.
@@ -210,11 +206,6 @@ def write_ms_file(path: str | Path, test: CellTally, train: CellTally) -> dict[s
     return scores
 
 
-def ms_file_of(scores_file: str | Path, split: str) -> Path:
-    """Where the MS tallies of a scores file go: ``ms_<split>.json`` beside it."""
-    return Path(scores_file).with_name(f"{MS_PREFIX}{split}.json")
-
-
-__all__ = ["MS_PREFIX", "CellTally", "confusion_scores", "frequency_mask", "headline",
-           "merge_ranks", "ms_file_of", "ms_scores", "new_tally", "targets_tally",
+__all__ = ["CellTally", "confusion_scores", "frequency_mask", "headline",
+           "merge_ranks", "ms_scores", "new_tally", "targets_tally",
            "write_ms_file"]

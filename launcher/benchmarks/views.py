@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from fpar.run_layout import scores_path
+
 SPLITS = ("s1", "s2")
 TASKS = ("verb", "noun", "action")
 
@@ -45,7 +47,7 @@ def score_views(run_dir: Path, annotations: Path, clips: int, crops: int) -> dic
         return read_json(summary)
     result: dict = {"clips": clips, "crops": crops, "views": clips * crops, "eval_wall_s": {}}
     for split in SPLITS:
-        out = folder / f"scores_{split}.pt"
+        out = scores_path(folder, split)
         began = time.perf_counter()
         subprocess.run([sys.executable, "-m", "launcher.cli", "eval", str(run_dir), "--split",
                         split, "--clips", str(clips), "--crops", str(crops), "--out", str(out)],
