@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from launcher.benchmarks.machine import usable_cores
-from launcher.local_launch import launch, rank_env
+from launcher.local_launch import launch, rank_env, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = str(REPO / "tests" / "toy_training.py")
