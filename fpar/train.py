@@ -21,7 +21,6 @@ from fpar.engine.run_log import attach_log_file
 from fpar.evaluation.classification import top1_metrics
 from fpar.evaluation.views import describe_views, views_record
 from fpar.experiment import ExperimentConfig
-from fpar.io import atomic_write_json
 from fpar.run_layout import (
     CONFIG_FILE,
     LOG_FILE,
@@ -37,6 +36,7 @@ from fpar.run_setup import (
     model_parts,
     resolve_config,
 )
+from shards.files import atomic_write_json
 
 log = logging.getLogger("fpar.train")
 

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from fpar.io import atomic_write_json
+from shards.files import atomic_write_json
 
 log = logging.getLogger("fpar.demo")
 
@@ -137,8 +137,8 @@ def train_system(out: Path, system: str, scale: DemoScale, shards: dict[str, Pat
 def evaluate_run(run_dir: Path) -> dict[str, dict]:
     """Official metrics of every scored split of a run (its ``metrics.json``)."""
     from fpar.evaluation.run_metrics import score_run
-    from fpar.io import read_json
     from fpar.run_layout import METRICS_FILE
+    from shards.files import read_json
 
     path = run_dir / METRICS_FILE
     metrics = read_json(path)["splits"] if path.is_file() else score_run(run_dir)["splits"]

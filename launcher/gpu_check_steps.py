@@ -50,8 +50,8 @@ class Check:
 
     def write(self, finished: bool = False, stopped_by: str | None = None) -> dict:
         """The summary so far, written to ``out`` atomically (a kill leaves the last one)."""
-        from fpar.io import atomic_write_json
         from launcher.benchmarks.machine import machine_info
+        from shards.files import atomic_write_json
 
         summary = {"check": "gpu",
                    "ok": finished and stopped_by is None

@@ -30,8 +30,8 @@ from typing import Any, Callable, Sequence
 
 import submitit
 
-from fpar.io import atomic_write_json
 from launcher import slurm_env
+from shards.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fpar.config import ConfigError
-from fpar.io import atomic_write_json, read_json
 from fpar.run_layout import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
 from launcher import sweep as sweeps
 from launcher.protocols import METRICS, Protocol, get_protocol, shard_sources, split_axis
 from launcher.submit import SubmitOptions, submit_runs
+from shards.files import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 

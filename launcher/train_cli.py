@@ -183,8 +183,8 @@ def _eval(args: argparse.Namespace) -> int:
                     trust_checkpoint=args.trust_checkpoint)
     print(path)
     from fpar.evaluation.ms_score import headline
-    from fpar.io import read_json
     from fpar.run_layout import ms_path
+    from shards.files import read_json
 
     ms = ms_path(path, Path(args.split).name)
     if ms.is_file() and ms.stat().st_mtime >= path.stat().st_mtime:

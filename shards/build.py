@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from fpar.config import ConfigError, to_dict
-from fpar.io import atomic_write_json, read_json
+from shards.config_base import ConfigError, to_dict
 from shards.decode import index_videos
+from shards.files import atomic_write_json, read_json
 from shards.motion import MotionConfig
 from shards.schema import DEFAULT_FRAMES, DEFAULT_SHORT_SIDE, JPEG_QUALITY, MANIFEST_NAME, SCHEMA_VERSION, changes_since, sample_key, segment_id_from_key
 from shards import staging as stg

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from fpar.config import ConfigError
+from shards.config_base import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fpar.io import atomic_write_json
 from launcher.cli import main
+from shards.files import atomic_write_json
 from shards.layout import plan_layout
 from shards.schema import MANIFEST_NAME, SCHEMA_VERSION, encode_sample, sample_key, shard_name
 from shards.writer import ShardWriter

@@ -199,7 +199,7 @@ def targets_tally(cfg, folder: str | Path, rank: int = 0, world_size: int = 1) -
 
 def write_ms_file(path: str | Path, test: CellTally, train: CellTally) -> dict[str, Any]:
     """Writes ``{"scores", "test", "train"}`` to ``path``; returns the scores."""
-    from fpar.io import atomic_write_json
+    from shards.files import atomic_write_json
 
     scores = ms_scores(test, train)
     atomic_write_json(path, {"scores": scores, "test": test.to_json(), "train": train.to_json()})

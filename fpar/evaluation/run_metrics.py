@@ -16,9 +16,9 @@ from typing import Any
 from fpar.evaluation.groundtruth import EvaluationError
 from fpar.evaluation.metrics import evaluate
 from fpar.evaluation.scores import load_scores
-from fpar.io import atomic_write_json, read_json
 from fpar.run_layout import METRICS_FILE, SCORES_PREFIX, ms_path, scores_files
 from fpar.run_setup import resolve_config
+from shards.files import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 

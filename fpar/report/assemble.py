@@ -14,9 +14,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fpar.evaluation.views import describe_views
-from fpar.io import read_json
 from fpar.engine.checkpoint_files import check_files, checkpoint_files
+from fpar.evaluation.views import describe_views
 from fpar.report import figures
 from fpar.report.collect import (
     RunContents,
@@ -29,6 +28,7 @@ from fpar.report.collect import (
 from fpar.report.page import Figure, Section, Table, write_page
 from fpar.report.samples import ClipSample, checkpoint_for_report, load_model, sample_clips
 from fpar.run_layout import REPORT_DIR, ms_path, scores_files
+from shards.files import read_json
 
 log = logging.getLogger(__name__)
 

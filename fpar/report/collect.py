@@ -22,8 +22,8 @@ from fpar.evaluation.groundtruth import align, labelled_segments
 from fpar.evaluation.run_metrics import ground_truth_of
 from fpar.evaluation.scores import read_views
 from fpar.experiment import ExperimentConfig
-from fpar.io import read_json
 from fpar.run_layout import CONFIG_FILE, METRICS_LOG, SUMMARY_FILE, scores_files
+from shards.files import read_json
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ def parse_view_sets(text: str) -> list[tuple[int, int]]:
 def score_views(run_dir: Path, annotations: Path, clips: int, crops: int) -> dict:
     """Top-1 per split and task and the ``fpar eval`` wall time of one view set."""
     from fpar.evaluation import evaluate, load_scores
-    from fpar.io import atomic_write_json, read_json
+    from shards.files import atomic_write_json, read_json
 
     folder = run_dir / f"views_{clips}x{crops}"
     summary = folder / "views.json"

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from fpar.commands import data_group
 from shards.annotations import (
     FORMAT_TITLES,
     FORMATS,
@@ -18,6 +17,7 @@ from shards.annotations import (
     available_splits,
     load_segments,
 )
+from shards.command_groups import data_group
 
 # Splits with at most this many participants list them in the human-readable table.
 LIST_PARTICIPANTS_UP_TO = 8
