@@ -338,9 +338,3 @@ def finish_build(cfg: BuildConfig, segments=None, plan_id: str | None = None, pr
         out=out, planned=len(planned), written=sum(d["staged"] for d in done), already_done=plan["already_done"],
         failures=failures, shards=len(shards), seconds=time.monotonic() - started, clamped=len(clamped),
     )
-
-
-def read_build_state(out: str | Path) -> dict | None:
-    """The ``build.json`` of a shard folder, or None."""
-    path = Path(out) / BUILD_STATE_NAME
-    return read_json(path) if path.is_file() else None
