@@ -21,15 +21,14 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from fpar.io import atomic_write_text
+# ConfigError and to_dict live on the shard floor, which builds shards from dataclass configs
+# too; fpar.config.ConfigError is that same class, so every ``except ConfigError`` catches both.
+from shards.config_base import ConfigError, to_dict
+from shards.files import atomic_write_text
 
 T = TypeVar("T")
 
 BASE_KEY = "_base_"
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be turned into its dataclass."""
 
 
 def _closest(key: str, valid: typing.Iterable[str]) -> str:
@@ -52,14 +51,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(value, arg, key)
-            except ConfigError as err:
-                errors.append(str(err))
+            except ConfigError:
+                pass  # the next member may take it; the error below names the whole union
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in get_args(tp):
@@ -143,21 +141,6 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         return cls(**kwargs)
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{prefix or cls.__name__}: {err}") from err
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Returns the plain-data form of a config dataclass (tuples become lists)."""
-
-    def plain(value: Any) -> Any:
-        if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-
-    return plain(cfg)
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

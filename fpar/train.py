@@ -12,114 +12,33 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
-from fpar.config import ConfigError, save_config
+from fpar.config import save_config
 from fpar.engine import checkpoint as ckpt
 from fpar.engine import deepspeed_setup, distributed, preemption
+from fpar.engine.checkpoint_files import load_weights
 from fpar.engine.predict import predict_stream
 from fpar.engine.run_log import attach_log_file
 from fpar.evaluation.classification import top1_metrics
 from fpar.evaluation.views import describe_views, views_record
-from fpar.experiment import ExperimentConfig, load_experiment
-from fpar.io import atomic_write_json
+from fpar.experiment import ExperimentConfig
+from fpar.run_layout import (
+    CONFIG_FILE,
+    LOG_FILE,
+    SUMMARY_FILE,
+    checkpoints_dir,
+    ms_path,
+    scores_path,
+)
+from fpar.run_setup import (
+    data_streams,
+    default_run_dir,
+    keep_global_batch,
+    model_parts,
+    resolve_config,
+)
+from shards.files import atomic_write_json
 
 log = logging.getLogger("fpar.train")
-
-CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
-
-
-def resolve_config(config: str | Path | ExperimentConfig | None, overrides: Sequence[str],
-                   run_dir: str | Path | None) -> ExperimentConfig:
-    """The experiment of a run: a YAML path, a config object, or the run folder's saved one.
-
-    ``train.precision: auto`` comes back as the precision this machine uses (see
-    :func:`fpar.engine.deepspeed_setup.resolve_precision`), which the run folder records.
-
-    Raises:
-        ConfigError: If nothing names a config or a key is wrong.
-    """
-    if isinstance(config, ExperimentConfig):
-        cfg = config
-        if overrides:
-            from fpar.config import apply_overrides, from_dict, to_dict
-
-            cfg = from_dict(ExperimentConfig, apply_overrides(to_dict(config), overrides))
-    else:
-        if config is None:
-            if run_dir is None or not (Path(run_dir) / CONFIG_FILE).is_file():
-                raise ConfigError("no config: give a config file, or a run folder holding "
-                                  f"{CONFIG_FILE} to resume")
-            config = Path(run_dir) / CONFIG_FILE
-        cfg = load_experiment(config, overrides)
-    precision = deepspeed_setup.resolve_precision(cfg.train.precision)
-    if precision == cfg.train.precision:
-        return cfg
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, precision=precision))
-
-
-def default_run_dir(cfg: ExperimentConfig) -> Path:
-    """``output_dir/name``: the same on every rank, so ranks agree without talking."""
-    return Path(cfg.output_dir) / cfg.name
-
-
-def keep_global_batch(cfg: ExperimentConfig, run_dir: Path, world_size: int) -> ExperimentConfig:
-    """The config with the per-rank batch that keeps a checkpoint's global batch.
-
-    A run checkpointed at W ranks and resumed at W' reads on in the same sample sequence
-    when its global batch (``data.batch_size * W``) stays the same, so the per-rank batch
-    becomes ``global / W'`` (said in the log and in the run's ``config.yaml``).
-
-    Raises:
-        ConfigError: The global batch cannot be split evenly over ``world_size`` ranks, or
-            ZeRO >= 1 optimizer states would have to be re-partitioned.
-    """
-    root = run_dir / "checkpoints"
-    tag = ckpt.latest_tag(root) if root.is_dir() else None
-    if tag is None:
-        return cfg
-    saved = ckpt.read_trainer_state(root / tag)
-    global_batch, saved_world = int(saved.get("global_batch") or 0), int(saved.get("world_size") or 0)
-    if saved_world == world_size:
-        return cfg
-    if cfg.train.zero_stage >= 1:
-        # DeepSpeed refuses to re-partition ZeRO optimizer states over another number of ranks.
-        raise ConfigError(
-            f"{root / tag} holds ZeRO-{cfg.train.zero_stage} optimizer states partitioned over "
-            f"{saved_world} rank(s), which DeepSpeed cannot load on {world_size}: resume on "
-            f"{saved_world} rank(s) (ZeRO 0 checkpoints resume on any number)")
-    if not global_batch:
-        return cfg
-    if global_batch % world_size:
-        raise ConfigError(
-            f"{root / tag} was trained with a global batch of {global_batch} clips on {saved_world} "
-            f"rank(s); {world_size} ranks cannot split it evenly: resume on a number of ranks "
-            f"dividing {global_batch}")
-    per_rank = global_batch // world_size
-    if per_rank != cfg.data.batch_size:
-        log.warning("resuming %s on %d rank(s) instead of %d: data.batch_size %d -> %d keeps the "
-                    "global batch of %d clips", tag, world_size, saved_world, cfg.data.batch_size,
-                    per_rank, global_batch)
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, batch_size=per_rank))
-    return cfg
-
-
-def _streams(cfg: ExperimentConfig, layout: distributed.DistEnv, device: torch.device):
-    from fpar.data import ShardStream
-
-    kwargs = dict(rank=layout.rank, world_size=layout.world_size, seed=cfg.seed,
-                  pin_memory=device.type == "cuda")
-    train = ShardStream(cfg.data, cfg.data.train_shards, train=True, **kwargs)
-    val = ShardStream(cfg.data, cfg.data.val_shards, train=False, **kwargs) \
-        if cfg.data.val_shards and cfg.eval.validate_every_epochs else None
-    return train, val
-
-
-def _model_parts(cfg: ExperimentConfig):
-    from fpar.models import build_model, compute_loss
-
-    return (lambda: build_model(cfg.model)), (lambda out, batch: compute_loss(cfg.model, out, batch))
 
 
 def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] = (),
@@ -165,12 +84,12 @@ def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] =
         if layout.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, run_dir / CONFIG_FILE)
-            handler = attach_log_file(run_dir / "log.txt")
+            handler = attach_log_file(run_dir / LOG_FILE)
         distributed.barrier()
         log.info("run %s: %d rank(s) on %s, precision %s, ZeRO %d", run_dir, layout.world_size,
                  device, cfg.train.precision, cfg.train.zero_stage)
-        train_data, val_data = _streams(cfg, layout, device)
-        factory, loss_fn = _model_parts(cfg)
+        train_data, val_data = data_streams(cfg, layout, device)
+        factory, loss_fn = model_parts(cfg)
         trainer = Trainer(cfg, run_dir, factory, loss_fn, train_data, val_data, layout, device,
                           trust_checkpoint=trust_checkpoint)
         summary = trainer.fit(resume_required=resume)
@@ -179,7 +98,7 @@ def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] =
         summary["scores"] = {}
         train_ms = _train_ms_tally(cfg, layout) if cfg.test_splits() else None
         for split, folder in cfg.test_splits().items():
-            path = _score_split(trainer, cfg, layout, split, folder, run_dir / f"scores_{split}.pt",
+            path = _score_split(trainer, cfg, layout, split, folder, scores_path(run_dir, split),
                                 train_ms)
             summary["scores"][split] = str(path)
         summary["run_dir"] = str(run_dir)
@@ -221,11 +140,11 @@ def _train_ms_tally(cfg: ExperimentConfig, layout):
 
 def _write_ms(layout, out: Path, split: str, test_ms, train_ms) -> None:
     """Writes the MS tallies and score beside a scores file (rank 0) and logs the score."""
-    from fpar.evaluation.ms_score import headline, ms_file_of, write_ms_file
+    from fpar.evaluation.ms_score import headline, write_ms_file
 
     if train_ms is None or not layout.is_main:
         return
-    scores = write_ms_file(ms_file_of(out, split), test_ms, train_ms)
+    scores = write_ms_file(ms_path(out, split), test_ms, train_ms)
     log.info("%s: %s", split, headline(scores))
 
 
@@ -254,44 +173,12 @@ def _locate_checkpoint(path: Path) -> tuple[Path, Path]:
     """(run folder, checkpoint tag folder) from a run folder or a checkpoint folder."""
     if (path / ckpt.COMPLETE).is_file():
         return path.parent.parent, path
-    root = path / "checkpoints"
+    root = checkpoints_dir(path)
     tag = ckpt.latest_tag(root)
     if tag is None:
         raise FileNotFoundError(f"{path}: neither a checkpoint nor a run folder with a "
                                 "complete checkpoint")
     return path, root / tag
-
-
-def load_weights(tag_dir: Path, trust: bool = False) -> dict[str, torch.Tensor]:
-    """The model weights (fp32) stored in a DeepSpeed checkpoint folder.
-
-    ZeRO 0-2 keep the whole module in the model-states file. ZeRO-3 partitions every
-    parameter across the ranks' optimiser files, so its weights are gathered from those.
-    Every file of the folder is read weights-only first unless ``trust``
-    (:mod:`fpar.engine.checkpoint_files`), so a refused one stops before any is used.
-
-    Raises:
-        CheckpointRefused: A file needs a type beyond the allow-list, naming it.
-    """
-    from fpar.engine.checkpoint_files import (
-        check_files,
-        checkpoint_files,
-        load_file,
-        weights_only_loads,
-    )
-
-    check_files(checkpoint_files(tag_dir), trust)  # all of them, before any is used
-    if any(tag_dir.glob("zero_pp_rank_*_mp_rank_*_model_states.pt")):
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        with weights_only_loads(trust):
-            states = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
-    else:
-        files = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
-        if not files:
-            raise FileNotFoundError(f"{tag_dir}: no DeepSpeed model states file")
-        states = load_file(files[0], trust)["module"]
-    return {k: v.float() if v.is_floating_point() else v for k, v in states.items()}
 
 
 def _split_key(cfg: ExperimentConfig, split: str) -> str:
@@ -329,7 +216,7 @@ def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | No
     folder = split if Path(split).is_dir() else cfg.shard_dir(split)
     name = Path(split).name if Path(split).is_dir() else split
     check_shard_folder(cfg, "--split" if Path(split).is_dir() else _split_key(cfg, split), folder)
-    out = Path(out) if out is not None else run_dir / f"scores_{name}.pt"
+    out = Path(out) if out is not None else scores_path(run_dir, name)
     layout = distributed.read_env()
     cfg = keep_global_batch(cfg, run_dir, layout.world_size)
     device = distributed.init_process_group(layout)
@@ -357,4 +244,4 @@ def evaluate(run_dir_or_checkpoint: str | Path, split: str, out: str | Path | No
         distributed.teardown()
 
 
-__all__ = ["evaluate", "load_weights", "preemption", "resolve_config", "run"]
+__all__ = ["evaluate", "preemption", "run"]

@@ -31,6 +31,7 @@ from fpar.engine.predict import predict_stream
 from fpar.engine.run_log import RunLog
 from fpar.evaluation.classification import top1_metrics
 from fpar.experiment import ExperimentConfig
+from fpar.run_layout import SAMPLES_DIR, checkpoints_dir
 
 log = logging.getLogger("fpar.train")
 
@@ -112,9 +113,9 @@ class Trainer:
                                   global_batch=cfg.data.batch_size * layout.world_size)
         self._samples_log = None
         if cfg.train.log_samples:
-            (self.run_dir / "samples").mkdir(parents=True, exist_ok=True)
-            self._samples_log = open(self.run_dir / "samples" / f"rank{layout.rank}.jsonl", "a")
-        self.checkpoints = ckpt.CheckpointManager(self.run_dir / "checkpoints", layout.rank,
+            (self.run_dir / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+            self._samples_log = open(self.run_dir / SAMPLES_DIR / f"rank{layout.rank}.jsonl", "a")
+        self.checkpoints = ckpt.CheckpointManager(checkpoints_dir(self.run_dir), layout.rank,
                                                   cfg.train.keep_checkpoints, trust_checkpoint)
         self.accum = cfg.train.grad_accum_steps
         steps = train_data.steps_per_epoch // self.accum

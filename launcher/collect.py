@@ -17,9 +17,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fpar.evaluation.run_metrics import METRICS_FILE
-from fpar.io import read_json
+from fpar.run_layout import METRICS_FILE
 from launcher.sweep import read_sweep_file
+from shards.files import read_json
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from fpar.io import atomic_write_json
+from shards.files import atomic_write_json
 
 log = logging.getLogger("fpar.demo")
 
@@ -123,7 +123,7 @@ def train_system(out: Path, system: str, scale: DemoScale, shards: dict[str, Pat
     after the scale's.
     """
     run_dir = run_dir if run_dir is not None else out / "runs" / system
-    from fpar.train import SUMMARY_FILE
+    from fpar.run_layout import SUMMARY_FILE
 
     if (run_dir / SUMMARY_FILE).is_file():
         log.info("%s already trained in %s", system, run_dir)
@@ -136,8 +136,9 @@ def train_system(out: Path, system: str, scale: DemoScale, shards: dict[str, Pat
 
 def evaluate_run(run_dir: Path) -> dict[str, dict]:
     """Official metrics of every scored split of a run (its ``metrics.json``)."""
-    from fpar.evaluation.run_metrics import METRICS_FILE, score_run
-    from fpar.io import read_json
+    from fpar.evaluation.run_metrics import score_run
+    from fpar.run_layout import METRICS_FILE
+    from shards.files import read_json
 
     path = run_dir / METRICS_FILE
     metrics = read_json(path)["splits"] if path.is_file() else score_run(run_dir)["splits"]
@@ -150,8 +151,9 @@ def evaluate_run(run_dir: Path) -> dict[str, dict]:
 def write_submission(run_dir: Path, data: Path, out: Path) -> Path:
     """The EPIC-55 challenge archive (seen.json, unseen.json) of a run's S1+S2 scores."""
     from fpar.evaluation import build_submission, load_scores, merge_scores, write_archive
+    from fpar.run_layout import scores_path
 
-    names = [run_dir / f"scores_{s}.pt" for s in ("s1", "s2")]
+    names = [scores_path(run_dir, s) for s in ("s1", "s2")]
     ids, outputs = merge_scores([load_scores(p) for p in names], [str(p) for p in names])
     stamps = [data / "annotations" / f"EPIC_test_{s}_timestamps.csv" for s in ("s1", "s2")]
     return write_archive(build_submission("epic55", ids, outputs, stamps), out)

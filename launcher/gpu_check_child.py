@@ -47,7 +47,9 @@ def restore(run_dir: str, out_dir: str) -> dict:
     deterministic()
     from fpar.engine import checkpoint as ckpt
     from fpar.engine import distributed
-    from fpar.train import _model_parts, _streams, load_weights, resolve_config
+    from fpar.engine.checkpoint_files import load_weights
+    from fpar.run_layout import checkpoints_dir
+    from fpar.run_setup import data_streams, model_parts, resolve_config
     from fpar.trainer import Trainer
     from launcher.checkpoint_compare import compare_states
 
@@ -55,14 +57,14 @@ def restore(run_dir: str, out_dir: str) -> dict:
     layout = distributed.read_env()
     device = distributed.init_process_group(layout)
     try:
-        train_data, _ = _streams(cfg, layout, device)
-        factory, loss_fn = _model_parts(cfg)
+        train_data, _ = data_streams(cfg, layout, device)
+        factory, loss_fn = model_parts(cfg)
         torch.manual_seed(cfg.seed)
         initial = factory().state_dict()
-        tag = ckpt.latest_tag(Path(run_dir) / "checkpoints")
+        tag = ckpt.latest_tag(checkpoints_dir(run_dir))
         if tag is None:
             raise RuntimeError(f"{run_dir}: no complete checkpoint to restore")
-        saved = load_weights(Path(run_dir) / "checkpoints" / tag)
+        saved = load_weights(checkpoints_dir(run_dir) / tag)
         moved = [k for k, v in initial.items()
                  if v.is_floating_point() and not torch.equal(v.float(), saved[k])]
         trainer = Trainer(cfg, run_dir, factory, loss_fn, train_data, None, layout, device)

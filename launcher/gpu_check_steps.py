@@ -1,4 +1,12 @@
-"""The steps of ``launcher.gpu_check`` (see there for what each one proves) and their runner."""
+"""The steps of ``launcher.gpu_check`` (see there for what each one proves) and their runner.
+
+The benchmark steps run ``fpar bench gpu`` in four runs, the most telling first, so that a
+check cut short still has the loader and the precisions. ``bench_loader``: the shards
+through K loader workers with pinned batches, and their JPEGs decoded in one batched call
+on the GPU. ``bench_variants``: bf16 and fp16, with and without channels-last.
+``bench_compile``: ``torch.compile`` of the precision ``auto`` picks. ``bench_search``: the
+largest batch of its fastest eager variant.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +21,14 @@ import sys
 import time
 from pathlib import Path
 
+from fpar.run_layout import BEST, LATEST, METRICS_LOG, checkpoints_dir
 from launcher.benchmarks.gpu_steps import REPO
 
 LOG_TAIL = 3000
 #: Largest relative difference of a precision's first update from fp32's.
 UPDATE_TOLERANCE = 0.10
+#: Seconds kept back from each benchmark part's budget for the engine's start and the report.
+RESERVE_S = 45.0
 
 
 class CheckError(RuntimeError):
@@ -39,8 +50,8 @@ class Check:
 
     def write(self, finished: bool = False, stopped_by: str | None = None) -> dict:
         """The summary so far, written to ``out`` atomically (a kill leaves the last one)."""
-        from fpar.io import atomic_write_json
         from launcher.benchmarks.machine import machine_info
+        from shards.files import atomic_write_json
 
         summary = {"check": "gpu",
                    "ok": finished and stopped_by is None
@@ -118,22 +129,20 @@ def copy_until(run_dir: Path, dest: Path, keep_tag: str) -> None:
     from fpar.engine import checkpoint as ckpt
 
     shutil.copytree(run_dir, dest)
-    root = dest / "checkpoints"
+    root = checkpoints_dir(dest)
     keep_step = int(keep_tag.removeprefix("step"))
     for tag in ckpt.complete_tags(root):
         if int(tag.removeprefix("step")) > keep_step:
             shutil.rmtree(root / tag)
-    (root / ckpt.LATEST).write_text(keep_tag + "\n")
-    if (root / ckpt.BEST).is_file():
-        (root / ckpt.BEST).unlink()
+    (root / LATEST).write_text(keep_tag + "\n")
+    if (root / BEST).is_file():
+        (root / BEST).unlink()
 
 
 
 
 def run_steps(check) -> None:
     """Runs every step in order; raises CheckError at the first one that cannot run."""
-    from launcher.gpu_check_bench import bench_steps
-
     device = check.step("device", lambda: device_info(check.args.allow_cpu))
     shards = Path(check.args.shards).resolve() if check.args.shards else check.work / "shards"
     check.step("data", lambda: use_data(check, shards) if check.args.shards
@@ -177,7 +186,7 @@ def device_info(allow_cpu: bool) -> dict:
 
 
 def build_data(check, shards: Path) -> dict:
-    from launcher.benchmarks.machine import usable_cores
+    from launcher.local_launch import usable_cores
     from shards.schema import read_manifest
 
     args = check.args
@@ -257,7 +266,7 @@ def train_overrides(check, shards: Path, precision: str) -> list[str]:
 
 
 def _steps_of(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    lines = (run_dir / METRICS_LOG).read_text().splitlines()
     return [r for r in map(json.loads, lines) if r.get("kind") == "step"]
 
 
@@ -266,7 +275,7 @@ def train(check, run_dir: Path, shards: Path, precision: str) -> dict:
 
     out = check.command(f"train_{precision}", child(
         "train", str(run_dir), check.args.config, *train_overrides(check, shards, precision)))
-    tags = ckpt.complete_tags(run_dir / "checkpoints")
+    tags = ckpt.complete_tags(checkpoints_dir(run_dir))
     if len(tags) < 2:
         raise CheckError(f"train_{precision}: expected a halfway and a final checkpoint, "
                          f"found {tags}")
@@ -290,7 +299,7 @@ def restore(check, run_dir: Path) -> dict:
     check.command(f"restore_{name}", child("restore", str(run_dir), str(out_dir), str(result_file)))
     result = json.loads(result_file.read_text())
     tag = result["tag"]
-    compared = compare_checkpoints(run_dir / "checkpoints" / tag, out_dir / tag,
+    compared = compare_checkpoints(checkpoints_dir(run_dir) / tag, out_dir / tag,
                                    pattern="*_states.pt")
     meaningful = result["tensors_moved_since_init"] > 0
     return {"ok": compared["identical"] and not result["module_differences"] and meaningful,
@@ -301,12 +310,12 @@ def resume(check, run_dir: Path) -> dict:
     from fpar.engine import checkpoint as ckpt
     from launcher.checkpoint_compare import compare_checkpoints, compare_states
 
-    tags = ckpt.complete_tags(run_dir / "checkpoints")
+    tags = ckpt.complete_tags(checkpoints_dir(run_dir))
     halfway, last = tags[-2], tags[-1]
     resumed = run_dir.with_name(run_dir.name + "_resumed")
     copy_until(run_dir, resumed, halfway)
     check.command(f"resume_{run_dir.name}", child("train", str(resumed), "--resume"))
-    a, b = run_dir / "checkpoints" / last, resumed / "checkpoints" / last
+    a, b = checkpoints_dir(run_dir) / last, checkpoints_dir(resumed) / last
     if not (b / ckpt.COMPLETE).is_file():
         raise CheckError(f"resume_{run_dir.name}: the resumed run wrote no {last}")
     compared = compare_checkpoints(a, b, pattern="*_states.pt")  # weights, optimiser, scaler
@@ -336,3 +345,44 @@ def evaluate(check, run_dir: Path, s1: Path) -> dict:
     return {"ok": len(ids) == expected and len(set(ids)) == len(ids) and finite,
             "rows": len(ids), "segments": expected, "finite": finite,
             "outputs": {k: list(np.asarray(v).shape) for k, v in outputs.items()}}
+
+
+def bench_steps(check, train_shards: Path, precision: str) -> None:
+    """Runs the four parts as steps of ``check``; ``precision``: what ``auto`` picks."""
+    import torch
+
+    if not torch.cuda.is_available():  # --allow-cpu: the benchmark itself refuses a CPU
+        check.step("bench", lambda: {"skipped": "no CUDA device"})
+        return
+    other = "fp16" if precision == "bf16" else "bf16"
+    halves = [precision] + ([other] if other == "fp16" else [])  # no emulated bf16
+    check.step("bench_loader", lambda: bench(
+        check, "bench_loader", "--variants", precision, "--no-search", "--shards",
+        str(train_shards), "--loader-workers", "auto", "--loader-steps", "10", "--gpu-decode"))
+    variants = check.step("bench_variants", lambda: bench(
+        check, "bench_variants", "--variants", ",".join(f"{p},{p}+cl" for p in halves),
+        "--no-search", "--no-loader"))
+    check.step("bench_compile", lambda: bench(
+        check, "bench_compile", "--variants", f"{precision}+cl+compile", "--no-search",
+        "--no-loader"))
+    fastest = fastest_eager(variants.get("result", {}), precision)
+    check.step("bench_search", lambda: bench(
+        check, "bench_search", "--variants", fastest, "--no-loader", "--search-start", "64",
+        "--max-batch", "1024", "--granularity", "16"))
+
+
+def fastest_eager(result: dict, precision: str) -> str:
+    """The faster of ``precision`` and ``precision+cl`` in a bench result (default: plain)."""
+    timed = {k: v["clips_per_s"] for k, v in result.get("variants", {}).items()
+             if k in (precision, f"{precision}+cl") and "clips_per_s" in v}
+    return max(timed, key=timed.get) if timed else precision
+
+
+def bench(check, name: str, *options: str) -> dict:
+    """One ``fpar bench gpu --json`` run within what is left of the time limit."""
+    budget = max(30.0, check.remaining() - RESERVE_S)
+    argv = fpar("bench", "gpu", "--json", *shlex.split(check.args.bench_args), *options,
+                "--budget-s", f"{budget:.0f}")
+    result = json.loads(check.command(name, argv).strip().splitlines()[-1])
+    failed = [k for k, v in result.get("variants", {}).items() if "error" in v]
+    return {"ok": not failed, "failed_variants": failed, "result": result}

@@ -30,8 +30,8 @@ from typing import Any, Callable, Sequence
 
 import submitit
 
-from fpar.io import atomic_write_json
 from launcher import slurm_env
+from shards.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,9 @@ def resolve_entry(spec: str) -> Callable[..., Any]:
 def has_checkpoint(run_dir: str | Path) -> bool:
     """True when the run folder holds a complete checkpoint to resume from."""
     from fpar.engine.checkpoint import latest_tag
+    from fpar.run_layout import checkpoints_dir
 
-    return latest_tag(Path(run_dir) / "checkpoints") is not None
+    return latest_tag(checkpoints_dir(run_dir)) is not None
 
 
 class TrainJob(submitit.helpers.Checkpointable):

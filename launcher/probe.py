@@ -15,7 +15,7 @@ import socket
 from pathlib import Path
 from typing import Any, Sequence
 
-from fpar.io import atomic_write_json
+from shards.files import atomic_write_json
 
 
 def run(config: str | None = None, overrides: Sequence[str] = (), run_dir: str | None = None,

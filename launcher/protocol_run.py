@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fpar.config import ConfigError
-from fpar.evaluation.run_metrics import METRICS_FILE
-from fpar.io import atomic_write_json, read_json
+from fpar.run_layout import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
 from launcher import sweep as sweeps
 from launcher.protocols import METRICS, Protocol, get_protocol, shard_sources, split_axis
 from launcher.submit import SubmitOptions, submit_runs
+from shards.files import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def finished_summary(config: str, overrides: Sequence[str], run_dir: str | Path)
     A protocol submitted again into the same sweep folder then skips the runs already done
     (no retraining, no re-scoring); a run whose config differs is trained again.
     """
-    from fpar.train import CONFIG_FILE, SUMMARY_FILE, resolve_config
+    from fpar.run_setup import resolve_config
 
     run_dir = Path(run_dir)
     needed = [run_dir / name for name in (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE)]

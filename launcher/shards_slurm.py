@@ -27,7 +27,7 @@ from typing import Any
 import submitit
 
 from fpar.config import ConfigError
-from fpar.io import atomic_write_json, read_json
+from shards.files import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from fpar.config import ConfigError, load_yaml, parse_override
-from fpar.io import atomic_write_json, read_json
+from shards.files import atomic_write_json, read_json
 
 SWEEP_FILE = "sweep.json"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")

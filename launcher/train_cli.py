@@ -95,7 +95,7 @@ def train_main(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from fpar.engine import preemption
-    from fpar.train import default_run_dir, resolve_config
+    from fpar.run_setup import default_run_dir, resolve_config
 
     if args.config is None and args.resume is None:
         print("fpar train: give a config file or --resume RUN_DIR", file=sys.stderr)
@@ -182,10 +182,11 @@ def _eval(args: argparse.Namespace) -> int:
     path = evaluate(args.checkpoint, args.split, args.out, _view_overrides(args),
                     trust_checkpoint=args.trust_checkpoint)
     print(path)
-    from fpar.evaluation.ms_score import headline, ms_file_of
-    from fpar.io import read_json
+    from fpar.evaluation.ms_score import headline
+    from fpar.run_layout import ms_path
+    from shards.files import read_json
 
-    ms = ms_file_of(path, Path(args.split).name)
+    ms = ms_path(path, Path(args.split).name)
     if ms.is_file() and ms.stat().st_mtime >= path.stat().st_mtime:
         print(f"{ms}: {headline(read_json(ms)['scores'])}")
     return 0

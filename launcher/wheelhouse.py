@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: What fpar imports on a GPU node that such a node lacks, with their own requirements.
 PACKAGES = ("deepspeed", "pydantic", "pydantic_core", "annotated-types", "typing-inspection",
             "typing_extensions", "hjson", "msgpack", "ninja", "py-cpuinfo", "psutil", "einops",
-            "packaging", "webdataset", "braceexpand", "PyYAML", "tqdm")
+            "packaging", "PyYAML", "tqdm")
 #: Built here from source, pure Python.
 BUILT_HERE = ("deepspeed",)
 #: What a PyTorch GPU node comes with (and what those bring along).

@@ -26,10 +26,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fpar.config import ConfigError, to_dict
-from fpar.io import atomic_write_json, read_json
+from shards.config_base import ConfigError, to_dict
 from shards.datasets import get_dataset
 from shards.decode import index_videos
+from shards.files import atomic_write_json, read_json
 from shards.motion import MotionConfig
 from shards.schema import DEFAULT_FRAMES, DEFAULT_SHORT_SIDE, JPEG_QUALITY, MANIFEST_NAME, SCHEMA_VERSION, changes_since, sample_key, segment_id_from_key
 from shards import staging as stg
@@ -339,9 +339,3 @@ def finish_build(cfg: BuildConfig, segments=None, plan_id: str | None = None, pr
         out=out, planned=len(planned), written=sum(d["staged"] for d in done), already_done=plan["already_done"],
         failures=failures, shards=len(shards), seconds=time.monotonic() - started, clamped=len(clamped),
     )
-
-
-def read_build_state(out: str | Path) -> dict | None:
-    """The ``build.json`` of a shard folder, or None."""
-    path = Path(out) / BUILD_STATE_NAME
-    return read_json(path) if path.is_file() else None

@@ -18,10 +18,10 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fpar.config import ConfigError
-from fpar.io import atomic_write_json, read_json
 from shards import staging as stg
 from shards.build_pool import WorkerPool
+from shards.config_base import ConfigError
+from shards.files import atomic_write_json, read_json
 from shards.schema import MANIFEST_NAME
 from shards.worker import SegmentTask, WorkerSettings, WorkUnit
 

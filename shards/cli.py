@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from fpar.config import ConfigError
+from shards.config_base import ConfigError
 from shards.datasets import dataset_names
 
 log = logging.getLogger(__name__)

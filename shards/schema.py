@@ -53,7 +53,7 @@ from typing import Any, Iterator, Sequence
 import cv2
 import numpy as np
 
-from fpar.io import read_json
+from shards.files import read_json
 
 SCHEMA_VERSION = 3
 # Versions this code reads: 2 differs only in how the motion maps are stored.

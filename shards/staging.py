@@ -20,8 +20,8 @@ import os
 import shutil
 from pathlib import Path
 
-from fpar.config import ConfigError
-from fpar.io import atomic_write_json, read_json
+from shards.config_base import ConfigError
+from shards.files import atomic_write_json, read_json
 from shards.writer import STAGING_DIR, TMP_SUFFIX
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from fpar.io import atomic_write_text
+from shards.files import atomic_write_text
 
 JOURNAL_NAME = "journal.jsonl"
 TMP_SUFFIX = ".tmp"

@@ -24,7 +24,7 @@ from torch import nn
 from fpar.engine import distributed
 from fpar.evaluation.classification import top1_metrics
 from fpar.experiment import load_experiment
-from fpar.io import atomic_write_json
+from shards.files import atomic_write_json
 from tests.toy_training import TinyModel, ToyStream
 
 SAMPLES = 64

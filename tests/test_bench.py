@@ -163,7 +163,7 @@ def test_loader_needs_the_videos_of_given_shards(tmp_path):
 @pytest.mark.slow
 def test_loader_reports_rates_ratios_and_goals(tmp_path):
     result = bench("loader", "--work", str(tmp_path), "--segments", "8", "--size", "128x72",
-                   "--short-side", "72", "--crop", "32", "--frames", "3", "--batch-size", "4",
+                   "--short-side", "72", "--crop", "32", "--clip-frames", "3", "--batch-size", "4",
                    "--seconds", "0.4", "--rounds", "1", "--workers", "1")
     rates = result["clips_per_s"]
     assert set(rates) == {"shards", "shards_64", "shards_1_worker", "shards_2_workers", "decord",

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from launcher.benchmarks import gpu
+from launcher.benchmarks.gpu import goals
 from launcher.benchmarks.gpu_measure import (
     Variant,
     count_flops,
@@ -25,7 +26,6 @@ from launcher.benchmarks.gpu_measure import (
     waiting_fraction,
     workers_enough,
 )
-from launcher.benchmarks.gpu_parts import goals
 from launcher.benchmarks.gpu_steps import PAPER_CONFIG, fits_function
 from launcher.checkpoint_compare import compare_checkpoints, compare_states
 
@@ -118,7 +118,7 @@ class FakeStepper:
 
 
 def test_the_search_times_below_the_out_of_memory_edge():
-    from launcher.benchmarks.gpu_parts import timed_batch
+    from launcher.benchmarks.gpu import timed_batch
 
     assert timed_batch(512, 576, 16) == 448
     assert timed_batch(16, 24, 16) == 14

@@ -140,7 +140,7 @@ def test_a_users_folders_in_checkpoints_survive_training(tmp_path):
 def test_zero3_gathering_and_comparison_read_weights_only(tmp_path):
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    from fpar.train import load_weights
+    from fpar.engine.checkpoint_files import load_weights
     from launcher.checkpoint_compare import compare_checkpoints
 
     proc = subprocess.run([sys.executable, str(REPO / "tests" / "toy_training.py"), str(tmp_path),

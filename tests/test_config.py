@@ -92,7 +92,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
 def test_atomic_write_follows_umask(tmp_path):
     import os
 
-    from fpar.io import atomic_write_json, read_json
+    from shards.files import atomic_write_json, read_json
 
     old = os.umask(0o022)
     try:

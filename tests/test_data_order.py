@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fpar.io import atomic_write_json
 from launcher.cli import main
+from shards.files import atomic_write_json
 from shards.layout import plan_layout
 from shards.schema import MANIFEST_NAME, SCHEMA_VERSION, encode_sample, sample_key, shard_name
 from shards.writer import ShardWriter
@@ -141,7 +141,7 @@ def _checkpoint(run_dir: Path, **state) -> None:
 def test_resume_at_another_world_size_keeps_the_global_batch_or_says_why_not(tmp_path):
     from fpar.config import ConfigError
     from fpar.experiment import load_experiment
-    from fpar.train import keep_global_batch
+    from fpar.run_setup import keep_global_batch
 
     cfg = load_experiment(REPO / "configs/experiments/tiny_cpu.yaml", ["data.batch_size=3"])
     _checkpoint(tmp_path)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from fpar.data import DataConfig, DataShortfallError, ShardStream
-from fpar.io import atomic_write_json
+from shards.files import atomic_write_json
 from shards.schema import (
     FRAMES_EXT,
     MANIFEST_NAME,

@@ -16,7 +16,7 @@ from fpar.engine.deepspeed_setup import build_ds_config, check_precision
 from fpar.engine.optim import OptimConfig, StageConfig, lr_factor, stage_param_groups
 from fpar.evaluation.classification import top1_metrics
 from fpar.experiment import load_experiment
-from fpar.io import atomic_write_json
+from shards.files import atomic_write_json
 
 
 def test_lone_process_env_is_completed_and_partial_env_refused():

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from launcher.benchmarks.machine import usable_cores
-from launcher.local_launch import launch, rank_env
+from launcher.local_launch import launch, rank_env, usable_cores
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = str(REPO / "tests" / "toy_training.py")
@@ -131,7 +130,7 @@ def test_fp16_on_cpu_is_refused_before_starting(tmp_path):
 def test_zero3_checkpoint_weights_equal_the_zero0_ones(tmp_path):
     """ZeRO-3 partitions the weights over the ranks' files; load_weights gathers them."""
     from fpar.engine.checkpoint import latest_tag
-    from fpar.train import load_weights
+    from fpar.engine.checkpoint_files import load_weights
 
     weights = {}
     for zero in (0, 3):

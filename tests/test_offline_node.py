@@ -94,7 +94,7 @@ class Refuse:
         if name.split(".")[0] in ("av", "decord", "submitit"):
             raise ImportError(f"{name} is not installed on this node")
 sys.meta_path.insert(0, Refuse())
-import launcher.cli, fpar.train, fpar.trainer, launcher.gpu_check_child, launcher.gpu_check_bench
+import launcher.cli, fpar.train, fpar.trainer, launcher.gpu_check_child, launcher.gpu_check_steps
 launcher.cli.build_parser()  # every subcommand's module
 sys.argv = [sys.argv[1], "--help"]
 try:

@@ -10,10 +10,11 @@ import yaml
 
 from fpar.config import ConfigError
 from fpar.engine.deepspeed_setup import resolve_precision
-from fpar.io import atomic_write_json
 from fpar.preflight import check_experiment
-from fpar.train import resolve_config, run
+from fpar.run_setup import resolve_config
+from fpar.train import run
 from launcher.cli import main as fpar_main
+from shards.files import atomic_write_json
 from shards.schema import MANIFEST_NAME, READABLE_VERSIONS, SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[1]

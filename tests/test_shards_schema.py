@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from fpar.io import atomic_write_json
+from shards.files import atomic_write_json
 from shards.schema import (
     FLOW_BOUND,
     FLOW_CHANNELS,

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-from fpar.data.assemble import BatchParts, fill_rows
+from fpar.data.assemble import OK, UNDECODABLE, BatchParts, fill_rows
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,9 @@ class PassReport:
         if item["repeat"]:
             return
         status = item["status"]
-        if status == "ok":
+        if status == OK:
             self.seen += 1
-        elif status == "undecodable":
+        elif status == UNDECODABLE:
             self.skipped_undecodable += 1
             self._note(item["problem"])
             log.warning("skipped undecodable sample (%d so far): %s",

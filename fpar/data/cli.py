@@ -7,8 +7,8 @@ import json
 import math
 import sys
 
-from fpar.commands import data_group
 from fpar.data.config import DataConfig
+from shards.command_groups import data_group
 from shards.datasets import dataset_names
 
 

@@ -39,7 +39,8 @@ from fpar.engine.checkpoint_files import (
     load_file,
     weights_only_loads,
 )
-from fpar.io import atomic_write_json, atomic_write_text, read_json
+from fpar.run_layout import BEST, LATEST
+from shards.files import atomic_write_json, atomic_write_text, read_json
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ COMPLETE = "complete.json"
 SAVING = "saving.json"
 TAG_PATTERN = re.compile(r"step\d{8}")
 STATE = "trainer_state.json"
-LATEST = "latest"
-BEST = "best"
 
 
 def step_tag(step: int) -> str:

@@ -181,3 +181,28 @@ def weights_only_loads(trust: bool = False) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def load_weights(tag_dir: Path, trust: bool = False) -> dict[str, torch.Tensor]:
+    """The model weights (fp32) stored in a DeepSpeed checkpoint folder.
+
+    ZeRO 0-2 keep the whole module in the model-states file. ZeRO-3 partitions every
+    parameter across the ranks' optimiser files, so its weights are gathered from those.
+    Every file of the folder is read weights-only first unless ``trust``, so a refused
+    one stops before any is used.
+
+    Raises:
+        CheckpointRefused: A file needs a type beyond the allow-list, naming it.
+    """
+    check_files(checkpoint_files(tag_dir), trust)  # all of them, before any is used
+    if any(tag_dir.glob("zero_pp_rank_*_mp_rank_*_model_states.pt")):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        with weights_only_loads(trust):
+            states = get_fp32_state_dict_from_zero_checkpoint(str(tag_dir.parent), tag=tag_dir.name)
+    else:
+        files = sorted(tag_dir.glob("mp_rank_*_model_states.pt"))
+        if not files:
+            raise FileNotFoundError(f"{tag_dir}: no DeepSpeed model states file")
+        states = load_file(files[0], trust)["module"]
+    return {k: v.float() if v.is_floating_point() else v for k, v in states.items()}

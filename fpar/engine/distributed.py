@@ -174,15 +174,6 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """Returns rank ``src``'s ``obj`` on every rank."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def average_buffers(module: torch.nn.Module) -> None:
     """Makes every rank hold the same buffers: floating ones (BatchNorm running
     statistics) averaged over ranks, the others taken from rank 0.

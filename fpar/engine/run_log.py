@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fpar.run_layout import METRICS_LOG, TENSORBOARD_DIR
+
 log = logging.getLogger("fpar.train")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -46,7 +48,7 @@ class RunLog:
         self.enabled = enabled
         self.total_steps = max(1, total_steps)
         self.log_every = max(1, log_every)
-        self.metrics_path = Path(run_dir) / "metrics.jsonl"
+        self.metrics_path = Path(run_dir) / METRICS_LOG
         self._bar = None
         self._writer = None
         self._started = time.monotonic()
@@ -61,7 +63,7 @@ class RunLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            self._writer = SummaryWriter(str(Path(run_dir) / TENSORBOARD_DIR))
         except ImportError as err:  # the run goes on without TensorBoard
             log.warning("TensorBoard unavailable (%s); metrics.jsonl only", err)
 

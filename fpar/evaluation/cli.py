@@ -11,10 +11,10 @@ from pathlib import Path
 
 from fpar.evaluation.metrics import evaluate, format_report
 from fpar.evaluation.scores import load_scores, merge_scores, read_views
-from fpar.evaluation.views import describe_views
 from fpar.evaluation.submission import build_submission, write_archive
-from fpar.io import atomic_write_json
+from fpar.evaluation.views import describe_views
 from shards.datasets import dataset_names, get_dataset
+from shards.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,6 @@ import torch
 
 from fpar.models.losses import ms_target
 
-#: ``<run>/ms_<split>.json``: the tallies ``fpar eval`` and training write next to the scores.
-MS_PREFIX = "ms_"
-
-
 @dataclass
 class CellTally:
     """Per-cell sums over frames of one split at one resolution, and the head's confusion.
@@ -203,18 +199,13 @@ def targets_tally(cfg, folder: str | Path, rank: int = 0, world_size: int = 1) -
 
 def write_ms_file(path: str | Path, test: CellTally, train: CellTally) -> dict[str, Any]:
     """Writes ``{"scores", "test", "train"}`` to ``path``; returns the scores."""
-    from fpar.io import atomic_write_json
+    from shards.files import atomic_write_json
 
     scores = ms_scores(test, train)
     atomic_write_json(path, {"scores": scores, "test": test.to_json(), "train": train.to_json()})
     return scores
 
 
-def ms_file_of(scores_file: str | Path, split: str) -> Path:
-    """Where the MS tallies of a scores file go: ``ms_<split>.json`` beside it."""
-    return Path(scores_file).with_name(f"{MS_PREFIX}{split}.json")
-
-
-__all__ = ["MS_PREFIX", "CellTally", "confusion_scores", "frequency_mask", "headline",
-           "merge_ranks", "ms_file_of", "ms_scores", "new_tally", "targets_tally",
+__all__ = ["CellTally", "confusion_scores", "frequency_mask", "headline",
+           "merge_ranks", "ms_scores", "new_tally", "targets_tally",
            "write_ms_file"]

@@ -15,15 +15,12 @@ from typing import Any
 
 from fpar.evaluation.groundtruth import EvaluationError
 from fpar.evaluation.metrics import evaluate
-from fpar.evaluation.ms_score import ms_file_of
 from fpar.evaluation.scores import load_scores
-from fpar.io import atomic_write_json, read_json
+from fpar.run_layout import METRICS_FILE, SCORES_PREFIX, ms_path, scores_files
+from fpar.run_setup import resolve_config
+from shards.files import atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.json"
-SCORES_PREFIX = "scores_"
-
 
 def ground_truth_of(shard_dir: str | Path | None) -> dict[str, Any]:
     """What a shard folder was built from: ``annotations``, ``split`` and ``root``.
@@ -39,12 +36,6 @@ def ground_truth_of(shard_dir: str | Path | None) -> dict[str, Any]:
     params = manifest.get("params", {})
     return {"annotations": params.get("annotations"),
             "split": manifest.get("split", params.get("split")), "root": params.get("root")}
-
-
-def scores_files(run_dir: str | Path) -> dict[str, Path]:
-    """The run's scores files by split name (``scores_<name>.pt``)."""
-    return {p.name[len(SCORES_PREFIX):-3]: p
-            for p in sorted(Path(run_dir).glob(f"{SCORES_PREFIX}*.pt"))}
 
 
 def score_run(run_dir: str | Path, annotations: str | Path | None = None,
@@ -65,8 +56,6 @@ def score_run(run_dir: str | Path, annotations: str | Path | None = None,
         FileNotFoundError: If the run has no scores file.
         EvaluationError: If a labelled split's scores do not match its segments.
     """
-    from fpar.train import resolve_config
-
     run_dir = Path(run_dir)
     files = scores_files(run_dir)
     if not files:
@@ -95,7 +84,7 @@ def score_run(run_dir: str | Path, annotations: str | Path | None = None,
                 continue
             raise
         result["splits"][name] = scored["splits"][split]
-        ms = ms_file_of(path, name)
+        ms = ms_path(path, name)
         if ms.is_file():
             result["splits"][name]["ms"] = read_json(ms)["scores"]
     atomic_write_json(run_dir / METRICS_FILE, result)

@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from fpar.io import atomic_write_bytes
+from shards.files import atomic_write_bytes
 
 ID_KEY = "narration_id"
 VIEWS_KEY = "views"

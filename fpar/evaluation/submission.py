@@ -26,9 +26,9 @@ import numpy as np
 from fpar.evaluation.epic_metrics import rank_actions
 from fpar.evaluation.groundtruth import EvaluationError, show_ids, split_of_file
 from fpar.evaluation.metrics import check_outputs
-from fpar.io import atomic_write_bytes
 from shards.annotations import load_segments
 from shards.datasets import UnknownDataset, dataset_names, get_dataset
+from shards.files import atomic_write_bytes
 
 EPIC55_VERSION = "0.1"
 EPIC100_VERSION = "0.2"

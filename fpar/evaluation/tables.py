@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from fpar.io import atomic_write_text
+from shards.files import atomic_write_text
 
 SYSTEM_KEY = "system"
 SPLIT_KEY = "split"

@@ -14,10 +14,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fpar.engine.checkpoint_files import check_files, checkpoint_files
 from fpar.evaluation.metric_sets import metric_set
 from fpar.evaluation.views import describe_views
-from fpar.io import read_json
-from fpar.engine.checkpoint_files import check_files, checkpoint_files
 from fpar.report import figures
 from fpar.report.collect import (
     RunContents,
@@ -29,11 +28,12 @@ from fpar.report.collect import (
 )
 from fpar.report.page import Figure, Section, Table, write_page
 from fpar.report.samples import ClipSample, checkpoint_for_report, load_model, sample_clips
+from fpar.run_layout import REPORT_DIR, ms_path, scores_files
 from shards.datasets import get_dataset
+from shards.files import read_json
 
 log = logging.getLogger(__name__)
 
-REPORT_DIR = "report"
 DEFAULT_SAMPLES = 4
 
 #: How EPIC-55's test splits are known in the literature.
@@ -170,12 +170,9 @@ def _clip_title(sample: ClipSample, names: dict[str, list[str]]) -> str:
 
 def ms_score_table(run_dir: Path) -> Table | None:
     """The MS score of every split the run wrote one for (``ms_<split>.json``), or None."""
-    from fpar.evaluation.ms_score import ms_file_of
-    from fpar.evaluation.run_metrics import scores_files
-
     rows, kind = [], None
     for name, path in scores_files(run_dir).items():
-        file = ms_file_of(path, name)
+        file = ms_path(path, name)
         if not file.is_file():
             continue
         try:

@@ -1,6 +1,6 @@
 """Reading a finished run folder for the report: config, training log, scores and metrics.
 
-A run folder (see ``fpar.train.run``) holds ``config.yaml``, ``metrics.jsonl``,
+A run folder (see :mod:`fpar.run_layout`) holds ``config.yaml``, ``metrics.jsonl``,
 ``summary.json``, ``checkpoints/`` and one ``scores_<split>.pt`` per evaluated split. The
 ground truth of a split is found through the ``manifest.json`` of the split's shard
 folder (it records the annotation folder and dataset split the shards were built from),
@@ -20,16 +20,14 @@ import numpy as np
 from fpar.evaluation import EvaluationError, evaluate, flatten_metrics, load_scores
 from fpar.evaluation.groundtruth import align, labelled_segments
 from fpar.evaluation.metrics import LABEL_COLUMNS
-from fpar.evaluation.run_metrics import ground_truth_of, scores_files
+from fpar.evaluation.run_metrics import ground_truth_of
 from fpar.evaluation.scores import read_views
 from fpar.experiment import ExperimentConfig
-from fpar.io import read_json
-from fpar.train import CONFIG_FILE, SUMMARY_FILE
+from fpar.run_layout import CONFIG_FILE, METRICS_LOG, SUMMARY_FILE, scores_files
 from shards.datasets import get_dataset
+from shards.files import read_json
 
 log = logging.getLogger(__name__)
-
-METRICS_FILE = "metrics.jsonl"
 
 
 
@@ -159,7 +157,7 @@ def read_run(run_dir: str | Path) -> RunContents:
             summary = read_json(run_dir / SUMMARY_FILE)
         except ValueError as err:
             raise ReportError(f"{run_dir / SUMMARY_FILE}: not valid JSON ({err})") from err
-    steps, epochs, problems = read_metrics_log(run_dir / METRICS_FILE)
+    steps, epochs, problems = read_metrics_log(run_dir / METRICS_LOG)
     for problem in problems:
         log.warning("%s", problem)
     return RunContents(run_dir, config, config_path.read_text(encoding="utf-8"), summary,

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from fpar.io import atomic_write_text
+from shards.files import atomic_write_text
 
 PAGE_NAME = "index.html"
 

@@ -16,6 +16,7 @@ import torch
 
 from fpar.data.batch import prepare_batch
 from fpar.experiment import ExperimentConfig
+from fpar.run_layout import BEST, checkpoints_dir
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,9 @@ def checkpoint_for_report(run_dir: Path, cfg: ExperimentConfig) -> Path | None:
     with it and one exists, else the latest complete one; None when there is none."""
     from fpar.engine import checkpoint as ckpt
 
-    root = Path(run_dir) / "checkpoints"
+    root = checkpoints_dir(run_dir)
     if cfg.eval.final_checkpoint == "best":
-        tag = ckpt.read_pointer(root / ckpt.BEST)
+        tag = ckpt.read_pointer(root / BEST)
         if tag and ckpt.is_complete(root / tag):
             return root / tag
     tag = ckpt.latest_tag(root)
@@ -69,7 +70,7 @@ def load_model(cfg: ExperimentConfig, tag_dir: Path, trust: bool = False) -> tor
     every weight anyway, and the original file may not exist on this machine.
     """
     from fpar.models import build_model
-    from fpar.train import load_weights
+    from fpar.engine.checkpoint_files import load_weights
 
     model_cfg = dataclasses.replace(cfg.model, pretrained="none")
     with torch.random.fork_rng(devices=[]):

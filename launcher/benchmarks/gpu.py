@@ -15,16 +15,34 @@ The configuration is ``configs/experiments/epic55_sparnet_conv5.yaml`` (ResNet-3
 4. With ``--gpu-decode``: the shards' JPEGs decoded in one batched ``decode_jpeg`` call on
    the GPU against one CPU thread.
 
-Needs CUDA: without it the command says so and exits 2.
+A variant that fails (a compile error, out of memory at the timed batch) is recorded with
+its error and the others still run: on a scarce GPU every figure counts. Needs CUDA: without
+it the command says so and exits 2. The steps timed are :mod:`launcher.benchmarks.gpu_steps`
+(imported only when the benchmark runs, so that ``fpar --help`` loads no torch), the
+device-free arithmetic :mod:`launcher.benchmarks.gpu_measure`.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from launcher.benchmarks.gpu_measure import (
+    Variant,
+    best_variant,
+    count_flops,
+    is_oom,
+    largest_batch,
+    parse_variants,
+    peak_tflops,
+    step_figures,
+    workers_enough,
+)
 
 DESCRIPTION = ("the paper's SparNet on one GPU through the DeepSpeed engine: step time, "
                "clips/s, MFU, memory, largest batch, loader workers (needs CUDA)")
@@ -32,6 +50,7 @@ DESCRIPTION = ("the paper's SparNet on one GPU through the DeepSpeed engine: ste
 DEFAULT_VARIANTS = ("bf16,bf16+cl,bf16+compile,bf16+cl+compile,fp16,fp16+cl,fp16+compile,"
                     "fp16+cl+compile,bf16+z1,fp16+z1")
 GOALS = {"clips_per_s": 1000.0, "mfu": 0.20, "waiting_fraction": 0.05}
+FLOP_COUNT_BATCH = 2  # steps are linear in the batch: two clips are counted, then halved
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,7 +130,6 @@ def worker_counts(text: str, cores: int) -> list[int]:
 def measure(args: argparse.Namespace, device=None) -> dict:
     """Runs every part on ``device`` (default: this rank's CUDA device)."""
     from fpar.engine import distributed
-    from launcher.benchmarks.gpu_measure import parse_variants
 
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         raise SystemExit("fpar bench gpu: --steps and --batch-size must be >= 1, --warmup >= 0")
@@ -136,8 +154,6 @@ def measure(args: argparse.Namespace, device=None) -> dict:
 def _measure(args, variants, device) -> dict:
     import torch
 
-    from launcher.benchmarks import gpu_parts
-    from launcher.benchmarks.gpu_measure import best_variant, peak_tflops
     from launcher.benchmarks.gpu_steps import experiment
 
     began = time.monotonic()
@@ -145,38 +161,36 @@ def _measure(args, variants, device) -> dict:
     over = lambda: bool(args.budget_s) and time.monotonic() - began > args.budget_s  # noqa: E731
     cfg = experiment(args.config, args.overrides, variants[0], args.batch_size)
     peaks = {p: peak_tflops(name, p, args.peak_tflops) for p in {v.precision for v in variants}}
-    flops_per_clip = gpu_parts.flops_per_clip(args, variants, device)
+    clip_flops = flops_per_clip(args, variants, device)
     results: dict = {}
     for variant in variants:
         if over():
             results[variant.name] = {"skipped": "time budget spent"}
             continue
-        results[variant.name] = gpu_parts.time_variant(args, variant, device, flops_per_clip,
-                                                       peaks[variant.precision][0])
+        results[variant.name] = time_variant(args, variant, device, clip_flops,
+                                             peaks[variant.precision][0])
     report = {
         "benchmark": "gpu",
-        "settings": gpu_parts.settings(cfg, args, device, name),
+        "settings": settings(cfg, args, device, name),
         "peak_tflops": {p: {"tflops": v, "source": s} for p, (v, s) in peaks.items()},
-        "flops": {"per_clip": flops_per_clip, "per_step": flops_per_clip * args.batch_size,
+        "flops": {"per_clip": clip_flops, "per_step": clip_flops * args.batch_size,
                   "counter": "torch.utils.flop_counter.FlopCounterMode, forward + backward"},
         "variants": results, "best_variant": best_variant(results),
     }
     report["batch_search"] = {"skipped": "--no-search"} if args.no_search else \
-        gpu_parts.search_batches(args, variants, results, device, flops_per_clip, peaks, over)
+        search_batches(args, variants, results, device, clip_flops, peaks, over)
     if args.no_loader:
         report["loader"] = {"skipped": "--no-loader"}
     elif over():
         report["loader"] = {"skipped": "time budget spent"}
     else:
         report["loader"] = _loader_part(args, variants, results, device, over)
-    report["goals"] = gpu_parts.goals(report, GOALS)
+    report["goals"] = goals(report, GOALS)
     report["elapsed_s"] = time.monotonic() - began
     return report
 
 
 def _loader_part(args, variants, results, device, over) -> dict:
-    from launcher.benchmarks.gpu_parts import loader_part, prepare_shards
-
     if args.shards:
         return loader_part(args, variants, results, device, Path(args.shards), over)
     if args.work:
@@ -185,3 +199,206 @@ def _loader_part(args, variants, results, device, over) -> dict:
     with tempfile.TemporaryDirectory(prefix="fpar-bench-gpu-") as tmp:
         shards = prepare_shards(Path(tmp), args.seed)
         return loader_part(args, variants, results, device, shards, over)
+
+
+def _stepper(args, variant: Variant, device, batch: int):
+    from launcher.benchmarks.gpu_steps import EngineStep, experiment
+
+    return EngineStep(experiment(args.config, args.overrides, variant, batch), variant, device)
+
+
+def _error(err: BaseException) -> dict:
+    return {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:500],
+            "out_of_memory": is_oom(err)}
+
+
+def flops_per_clip(args, variants: list[Variant], device) -> float:
+    """FLOPs of one clip's training step (eager, first variant's precision); steps are
+    linear in the batch, so a batch of two is counted and halved."""
+    from launcher.benchmarks.gpu_steps import synthetic_batch
+
+    eager = Variant(precision=variants[0].precision, zero_stage=variants[0].zero_stage)
+    stepper = _stepper(args, eager, device, FLOP_COUNT_BATCH)
+    try:
+        on_device = stepper.to_device(synthetic_batch(stepper.cfg, FLOP_COUNT_BATCH, device))
+        flops = count_flops(lambda: stepper.forward_backward(on_device))
+        stepper.clear_grads()
+    finally:
+        stepper.close()
+    if flops <= 0:
+        raise RuntimeError("the FLOP counter saw no matrix products in a training step")
+    return flops / FLOP_COUNT_BATCH
+
+
+def time_variant(args, variant: Variant, device, flops: float, peak: float | None,
+                 batch: int | None = None) -> dict:
+    """Step figures of one variant at ``batch`` (default ``--batch-size``)."""
+    from launcher.benchmarks.gpu_steps import (
+        peak_memory,
+        reset_peak_memory,
+        synthetic_batch,
+        timed_steps,
+    )
+
+    batch = batch or args.batch_size
+    reset_peak_memory(device)
+    stepper = None
+    try:
+        stepper = _stepper(args, variant, device, batch)
+        on_device = stepper.to_device(synthetic_batch(stepper.cfg, batch, device, args.seed))
+        timed = timed_steps(stepper, on_device, args.warmup, args.steps)
+        out = step_figures(timed["times"], batch, flops, peak)
+        out.update(batch_size=batch, first_step_s=timed["first_step_s"],
+                   skipped_steps=timed["skipped_steps"], loss_scale=stepper.loss_scale(),
+                   losses_finite=all(math.isfinite(v) for v in timed["losses"]),
+                   memory=peak_memory(device))
+        return out
+    except Exception as err:  # noqa: BLE001 - recorded, the other variants still run
+        return _error(err)
+    finally:
+        if stepper is not None:
+            stepper.close()
+
+
+def search_batches(args, variants, results, device, flops, peaks, over) -> dict:
+    """Per precision: the largest batch of its fastest eager variant, and its figures."""
+    from launcher.benchmarks.gpu_steps import fits_function
+
+    out = {}
+    for precision in dict.fromkeys(v.precision for v in variants):
+        eager = [v for v in variants if v.precision == precision and not v.compile
+                 and "clips_per_s" in results.get(v.name, {})]
+        if not eager:
+            out[precision] = {"skipped": "no eager variant of this precision was measured"}
+            continue
+        if over():
+            out[precision] = {"skipped": "time budget spent"}
+            continue
+        variant = max(eager, key=lambda v: results[v.name]["clips_per_s"])
+        stepper = None
+        try:
+            stepper = _stepper(args, variant, device, args.search_start)
+            found = largest_batch(fits_function(stepper, args.seed), start=args.search_start,
+                                  limit=args.max_batch, granularity=args.granularity)
+        except Exception as err:  # noqa: BLE001
+            out[precision] = {"variant": variant.name} | _error(err)
+            continue
+        finally:
+            if stepper is not None:
+                stepper.close()
+        entry = {"variant": variant.name, "largest": found.largest,
+                 "first_failed": found.first_failed, "capped_at_max_batch": found.capped,
+                 "tried": [list(t) for t in found.tried]}
+        if found.largest:
+            entry["timed_batch"] = timed_batch(found.largest, found.first_failed,
+                                               args.granularity)
+            entry["at_timed_batch"] = time_variant(args, variant, device, flops,
+                                                   peaks[precision][0], batch=entry["timed_batch"])
+        out[precision] = entry
+    return out
+
+
+def timed_batch(largest: int, first_failed: int | None, granularity: int) -> int:
+    """The batch the figures of the search are timed at: the largest that fit when the
+    search never ran out of memory, else 7/8 of it (a multiple of ``granularity`` where one
+    fits): at the very edge a step can run out of memory on fragmentation alone."""
+    if first_failed is None:
+        return largest
+    below = largest * 7 // 8
+    return below // granularity * granularity or max(1, below)
+
+
+def prepare_shards(work: Path, seed: int) -> Path:
+    """Synthetic EPIC-55 kitchens (456x256) and their train shards in ``work`` (reused)."""
+    from launcher.benchmarks.loader import prepare
+    from launcher.local_launch import usable_cores
+
+    spec = argparse.Namespace(size="456x256", segments=192, seed=seed,
+                              workers=max(1, usable_cores() - 1), short_side=256)
+    return prepare(work, spec)[0]
+
+
+def loader_part(args, variants, results, device, shard_dir: Path, over=lambda: False) -> dict:
+    """The fastest eager bf16 (else first) variant fed by the loader, per worker count."""
+    from launcher.benchmarks.gpu_steps import loader_steps
+    from launcher.local_launch import usable_cores
+
+    measured = [v for v in variants if not v.compile and "clips_per_s" in results.get(v.name, {})]
+    if not measured:
+        return {"skipped": "no eager variant was measured"}
+    variant = max(measured, key=lambda v: (v.precision == "bf16", results[v.name]["clips_per_s"]))
+    counts = worker_counts(args.loader_workers, usable_cores())
+    per_workers: dict[str, dict] = {}
+    stepper = _stepper(args, variant, device, args.batch_size)
+    try:
+        for workers in counts:
+            if over():
+                per_workers[str(workers)] = {"skipped": "time budget spent"}
+                continue
+            try:
+                per_workers[str(workers)] = loader_steps(
+                    stepper, shard_dir, workers, warmup=2, steps=args.loader_steps,
+                    pin=not args.no_pin, seed=args.seed)
+            except Exception as err:  # noqa: BLE001
+                per_workers[str(workers)] = _error(err)
+    finally:
+        stepper.close()
+    fractions = {int(k): v["waiting_fraction"] for k, v in per_workers.items()
+                 if "waiting_fraction" in v}
+    out = {"variant": variant.name, "shards": str(shard_dir), "cores": usable_cores(),
+           "in_memory_clips_per_s": results[variant.name]["clips_per_s"],
+           "per_workers": per_workers, "waiting_threshold": GOALS["waiting_fraction"],
+           "workers_enough": workers_enough(fractions, GOALS["waiting_fraction"]),
+           "normalisation": "in the loader workers (float32 batches are copied to the GPU)"}
+    if args.gpu_decode:
+        out["jpeg_decode"] = _decode_part(args, variant, device, shard_dir)
+    return out
+
+
+def _decode_part(args, variant, device, shard_dir: Path) -> dict:
+    from launcher.benchmarks.gpu_steps import experiment, jpeg_decode_rates
+
+    cfg = experiment(args.config, args.overrides, variant, args.batch_size)
+    try:
+        return jpeg_decode_rates(shard_dir, cfg.data.num_frames, args.batch_size, 3.0, device)
+    except Exception as err:  # noqa: BLE001
+        return _error(err)
+
+
+def settings(cfg, args, device, device_name: str | None) -> dict:
+    """What was timed: the model, the input and the run's options."""
+    import torch
+
+    return {"config": str(args.config), "overrides": list(args.overrides),
+            "model": cfg.model.name, "backbone": cfg.model.backbone,
+            "features_from": cfg.model.features_from, "ms_tap": cfg.model.ms_tap,
+            "convlstm_hidden": cfg.model.convlstm_hidden,
+            "heads": dict(cfg.model.num_classes), "frames": cfg.data.num_frames,
+            "crop": cfg.data.crop_size, "batch_size": args.batch_size,
+            "warmup": args.warmup, "steps": args.steps, "device": str(device),
+            "device_name": device_name, "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+            "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark}
+
+
+def goals(report: dict, targets: dict) -> dict:
+    """The best figures reached against the goals (bf16 clips/s and MFU, loader waiting)."""
+    candidates = [v for k, v in report["variants"].items() if k.startswith("bf16")]
+    search = report.get("batch_search", {}).get("bf16", {})
+    if isinstance(search.get("at_timed_batch"), dict):
+        candidates.append(search["at_timed_batch"])
+    rates = [v["clips_per_s"] for v in candidates if "clips_per_s" in v]
+    mfus = [v["mfu"] for v in candidates if v.get("mfu") is not None]
+    loader = report.get("loader", {}).get("per_workers", {})
+    waits = [v["waiting_fraction"] for v in loader.values() if "waiting_fraction" in v]
+    reached = {"clips_per_s": max(rates) if rates else None,
+               "mfu": max(mfus) if mfus else None,
+               "waiting_fraction": min(waits) if waits else None}
+    out = {}
+    for key, goal in targets.items():
+        value = reached[key]
+        met = None if value is None else (value < goal if key == "waiting_fraction"
+                                          else value >= goal)
+        out[key] = {"goal": goal, "reached": value, "met": met}
+    return out

@@ -53,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --shards: folder holding the shards' source videos")
     parser.add_argument("--segments", type=int, default=64,
                         help="segments used by every path (default 64)")
-    parser.add_argument("--frames", type=int, default=7, help="frames per clip N (default 7)")
+    parser.add_argument("--clip-frames", type=int, default=7,
+                        help="frames per training clip N, sampled from the frames stored per "
+                        "segment (default 7)")
     parser.add_argument("--crop", type=int, default=224, help="crop side (default 224)")
     parser.add_argument("--batch-size", type=int, default=8, help="clips per batch (default 8)")
     parser.add_argument("--seconds", type=float, default=20.0,
@@ -148,7 +150,7 @@ def _measure(shard_dir: Path, demo_dir: Path, video_root: Path, args: argparse.N
 
     if args.rounds < 1 or args.seconds <= 0:
         raise SystemExit("fpar bench loader: --rounds must be >= 1 and --seconds > 0")
-    cfg = DataConfig(format="epic55", num_frames=args.frames, crop_size=args.crop,
+    cfg = DataConfig(format="epic55", num_frames=args.clip_frames, crop_size=args.crop,
                      batch_size=args.batch_size, workers=0)
     segments = paths.read_segments(shard_dir, index_videos(video_root), args.segments)
     if len(segments) < args.batch_size:
@@ -186,7 +188,7 @@ def _measure(shard_dir: Path, demo_dir: Path, video_root: Path, args: argparse.N
     manifest = read_manifest(shard_dir)
     return {
         "benchmark": "loader",
-        "settings": {"frames": args.frames, "crop": args.crop, "batch_size": args.batch_size,
+        "settings": {"frames": args.clip_frames, "crop": args.crop, "batch_size": args.batch_size,
                      "segments": len(segments), "stored_frames": len(segments[0].jpegs),
                      "stored_size": list(segments[0].frame_size), "seconds": args.seconds,
                      "rounds": args.rounds, "threads": 1,
@@ -197,7 +199,7 @@ def _measure(shard_dir: Path, demo_dir: Path, video_root: Path, args: argparse.N
         "ratios": ratios,
         "fraction_of_decode_bound": ratios["shards_vs_decode_bound"],
         "clips_per_s_per_worker": {"1": best["shards_1_worker"], "2": best["shards_2_workers"] / 2},
-        "cores_per_1000_clips_per_s": {f"{args.frames}x{args.crop}": 1000.0 / best["shards"],
-                                       f"{args.frames}x{DEMO_CROP}": 1000.0 / best[f"shards_{DEMO_CROP}"]},
+        "cores_per_1000_clips_per_s": {f"{args.clip_frames}x{args.crop}": 1000.0 / best["shards"],
+                                       f"{args.clip_frames}x{DEMO_CROP}": 1000.0 / best[f"shards_{DEMO_CROP}"]},
         "goals": {name: {"goal": goal, "met": ratios[name] >= goal} for name, goal in GOALS.items()},
     }

@@ -19,14 +19,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def load_average() -> list[float] | None:
     """The 1, 5 and 15 minute load averages, rounded (None where the OS has none)."""
     try:
@@ -42,6 +34,8 @@ def machine_info() -> dict:
     when other processes hold the cores.
     """
     import torch
+
+    from launcher.local_launch import usable_cores
 
     try:
         # The installed version, without importing deepspeed (which picks an accelerator).

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fpar.run_layout import METRICS_LOG
+
 DESCRIPTION = "training step time and clips/s at 1 and 2 local processes (fpar train --nproc)"
 
 
@@ -48,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def step_records(run_dir: Path) -> list[dict]:
     """The step records rank 0 wrote to the run's ``metrics.jsonl``."""
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_LOG
     records = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         try:

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from fpar.run_layout import scores_path
+
 SPLITS = ("s1", "s2")
 TASKS = ("verb", "noun", "action")
 
@@ -37,7 +39,7 @@ def parse_view_sets(text: str) -> list[tuple[int, int]]:
 def score_views(run_dir: Path, annotations: Path, clips: int, crops: int) -> dict:
     """Top-1 per split and task and the ``fpar eval`` wall time of one view set."""
     from fpar.evaluation import evaluate, load_scores
-    from fpar.io import atomic_write_json, read_json
+    from shards.files import atomic_write_json, read_json
 
     folder = run_dir / f"views_{clips}x{crops}"
     summary = folder / "views.json"
@@ -45,7 +47,7 @@ def score_views(run_dir: Path, annotations: Path, clips: int, crops: int) -> dic
         return read_json(summary)
     result: dict = {"clips": clips, "crops": crops, "views": clips * crops, "eval_wall_s": {}}
     for split in SPLITS:
-        out = folder / f"scores_{split}.pt"
+        out = scores_path(folder, split)
         began = time.perf_counter()
         subprocess.run([sys.executable, "-m", "launcher.cli", "eval", str(run_dir), "--split",
                         split, "--clips", str(clips), "--crops", str(crops), "--out", str(out)],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fpar.commands import data_group
+from shards.command_groups import data_group
 from shards.datasets import dataset_names, get_dataset
 from shards.annotations import (
     LABEL_MISSING,
@@ -17,6 +17,7 @@ from shards.annotations import (
     available_splits,
     load_segments,
 )
+from shards.command_groups import data_group
 
 # Splits with at most this many participants list them in the human-readable table.
 LIST_PARTICIPANTS_UP_TO = 8

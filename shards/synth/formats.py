@@ -11,7 +11,7 @@ import io
 from collections import Counter
 from pathlib import Path
 
-from fpar.io import atomic_write_text
+from shards.files import atomic_write_text
 from shards.synth.plan import DatasetPlan, SegmentPlan, VideoPlan
 from shards.synth.video import exact_rate
 from shards.annotations import egtea, epic55, epic100

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from fpar.io import atomic_write_json
+from shards.files import atomic_write_json
 from shards.synth.layouts import synth_layout
 from shards.synth.plan import DatasetPlan, Options, VideoPlan, make_plan
 from shards.synth.render import VideoRenderer

@@ -17,7 +17,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from fpar.io import atomic_write_bytes
+from shards.files import atomic_write_bytes
 
 NTSC_RATES = {59.94: Fraction(60000, 1001), 29.97: Fraction(30000, 1001), 47.95: Fraction(48000, 1001),
               23.976: Fraction(24000, 1001), 119.88: Fraction(120000, 1001)}

@@ -1,4 +1,4 @@
-"""Small file helpers shared by every writer: atomic writes so readers never see halves."""
+"""Small file helpers for every writer: atomic writes, so that readers never see halves."""
 
 from __future__ import annotations
 
