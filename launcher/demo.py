@@ -221,7 +221,7 @@ def register(subparsers) -> None:
         "the baseline -> metrics, submission, report",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=sorted(SCALES), default="default",
-                        help="tiny: seconds (tests); default: ~11 min on 2 CPU cores; "
+                        help="tiny: seconds (tests); default: ~13 min on 2 CPU cores; "
                         "large: a real comparison on a bigger machine")
     parser.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data, model and order")
