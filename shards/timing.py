@@ -47,6 +47,16 @@ def release_fps(fmt: str, native_fps: float) -> float:
     return get_dataset(fmt).release_fps(native_fps)
 
 
+def epic55_release_fps(native_fps: float) -> float:
+    """EPIC-55's release numbers every video's frames at 60 fps."""
+    return 60.0
+
+
+def epic100_release_fps(native_fps: float) -> float:
+    """EPIC-100: 50 fps for the 2020 videos (recorded at 50), 60 for the others."""
+    return 50.0 if abs(native_fps - 50.0) < 0.5 else 60.0
+
+
 def release_frame(seconds: float, rate: float) -> int:
     """The 1-based release frame number of time ``seconds`` (as EPIC numbers them)."""
     return max(1, int(math.floor(seconds * rate + 1e-9)))

@@ -31,8 +31,7 @@ from shards.datasets import (
     unregister_dataset,
 )
 from shards.datasets.registry import MODULES_VARIABLE
-from shards.synth.layouts import synth_layout
-from shards.synth.plan import Options, make_plan
+from shards.synth.plan import Options, make_plan, synth_layout
 
 REPO = Path(__file__).resolve().parents[1]
 BUILT_IN = ("epic55", "epic100", "gtea61", "egtea")

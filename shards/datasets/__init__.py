@@ -19,6 +19,9 @@ from shards.datasets.registry import (
     unregister_dataset,
 )
 
+# The built-in families register themselves on import, in the order of the choices.
+from shards.datasets import epic, gtea61, egtea  # noqa: E402,F401,I001
+
 __all__ = [
     "Dataset",
     "SplitProtocol",

@@ -9,16 +9,7 @@ from __future__ import annotations
 
 from shards.annotations import epic55, epic100
 from shards.datasets.registry import Dataset, register_dataset
-
-
-def epic55_release_fps(native_fps: float) -> float:
-    """EPIC-55's release numbers every video's frames at 60 fps."""
-    return 60.0
-
-
-def epic100_release_fps(native_fps: float) -> float:
-    """EPIC-100: 50 fps for the 2020 videos (recorded at 50), 60 for the others."""
-    return 50.0 if abs(native_fps - 50.0) < 0.5 else 60.0
+from shards.timing import epic55_release_fps, epic100_release_fps
 
 
 def _synth(extension: bool):

@@ -144,7 +144,7 @@ def get_dataset(name: str) -> Dataset:
     Raises:
         UnknownDataset: no dataset has that name (the message suggests the closest).
     """
-    _load_builtin()
+    _load_user_modules()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(str(name), list(_REGISTRY), n=1, cutoff=0.4)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -154,7 +154,7 @@ def get_dataset(name: str) -> Dataset:
 
 def dataset_names() -> tuple[str, ...]:
     """Every registered dataset, in registration order (the choices of ``--format``)."""
-    _load_builtin()
+    _load_user_modules()
     return tuple(_REGISTRY)
 
 
@@ -164,17 +164,11 @@ MODULES_VARIABLE = "FPAR_DATASETS"
 _loaded = False
 
 
-def _load_builtin() -> None:
+def _load_user_modules() -> None:
     global _loaded
     if _loaded:
         return
     _loaded = True
-    # The built-in families register on first use, so that importing the registry stays
-    # cheap and a dataset module can import the registry without a cycle.
-    import shards.datasets.epic  # noqa: F401  (registration order: the choices' order)
-    import shards.datasets.gtea61  # noqa: F401
-    import shards.datasets.egtea  # noqa: F401
-
     for module in filter(None, (m.strip() for m in os.environ.get(MODULES_VARIABLE, "").split(","))):
         try:
             importlib.import_module(module)

@@ -15,8 +15,7 @@ from shards.files import atomic_write_text
 from shards.synth.plan import DatasetPlan, SegmentPlan, VideoPlan
 from shards.synth.video import exact_rate
 from shards.annotations import egtea, epic55, epic100
-from shards.datasets.epic import epic55_release_fps, epic100_release_fps
-from shards.timing import release_frame
+from shards.timing import epic55_release_fps, epic100_release_fps, release_frame
 from shards.synth.vocab import NOUNS, VERBS, names_with_placeholders
 
 VERB_CATEGORY = {"take": "retrieve", "put": "leave", "open": "access", "close": "block",

@@ -12,8 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from shards.files import atomic_write_json
-from shards.synth.layouts import synth_layout
-from shards.synth.plan import DatasetPlan, Options, VideoPlan, make_plan
+from shards.synth.plan import DatasetPlan, Options, VideoPlan, make_plan, synth_layout
 from shards.synth.render import VideoRenderer
 from shards.synth.video import save_mask, write_mp4, write_png_folder
 

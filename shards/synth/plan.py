@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from shards.datasets import get_dataset
 from shards.synth.vocab import NOUNS, VERBS, action_combos, compatible
 
 EGTEA_RECIPES = ("PastaSalad", "GreekSalad", "ContinentalBreakfast", "BaconAndEggs",
@@ -170,11 +173,48 @@ def _durations(rng: np.random.Generator, n: int, opts: Options, fps: float) -> l
             for _ in range(n)]
 
 
+Planner = Callable[[int, int, int, Options, np.random.Generator], DatasetPlan]
+
+
+@dataclass(frozen=True)
+class SynthLayout:
+    """One dataset's synthetic writer.
+
+    Attributes:
+        plan: ``(participants, segments, seed, options, rng) -> DatasetPlan``.
+        annotations: Writes the annotation files of a plan into a folder (None: the layout
+            of the videos is the annotation, as GTEA-61's frame folders).
+        video_path: ``(out, video) -> path`` of a planned video or frame folder.
+        frame_folders: Videos are written as PNG frame folders, not MP4 files.
+        default_fps: Rate when none is asked: EPIC's 29.97 (its 59.94/50 would double the
+            files, and its annotations number frames at the release rate whatever the
+            video's), EGTEA's and GTEA-61's real 24, which their readers assume.
+        several_rates: Whether videos may be given different rates (EPIC does).
+    """
+
+    plan: Planner
+    annotations: Callable[[DatasetPlan, Path], None] | None
+    video_path: Callable[[Path, VideoPlan], Path]
+    frame_folders: bool = False
+    default_fps: float = 30.0
+    several_rates: bool = False
+
+
+def synth_layout(name: str) -> SynthLayout:
+    """The synthetic writer of dataset ``name``.
+
+    Raises:
+        ValueError: unknown dataset, or one that has no synthetic writer.
+    """
+    dataset = get_dataset(name)
+    if dataset.synth is None:
+        raise ValueError(f"dataset '{name}' has no synthetic writer")
+    return dataset.synth()
+
+
 def make_plan(fmt: str, participants: int, segments: int, seed: int, opts: Options) -> DatasetPlan:
     """Plans a dataset ``fmt`` (a registered dataset with a synthetic writer) with
     ``segments`` segments over ``participants`` people."""
-    from shards.synth.layouts import synth_layout
-
     layout = synth_layout(fmt)
     if opts.fps is None:
         opts.fps = layout.default_fps
