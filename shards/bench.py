@@ -8,7 +8,7 @@ camera homographies, camera compensation, morphology (votes, cleaning, the map),
 encoding (JPEG), staging, and writing the shards in the seeded layout. ``build_vs_decode`` is
 the build's rate as a fraction of the decode-only rate (``build_vs_decode_cpu`` the same in CPU
 time of the process, which other work on the machine disturbs less). With ``--workers 1,2`` the build also
-runs in that many processes at once (segments dealt round-robin) and reports kept frames/s.
+runs in that many processes at once (each building every segment) and reports kept frames/s.
 
 Input: EPIC-like 1080p H.264 camera files at 59.94 and 50 fps (default), the 720p toy
 video (``--input toy``), or the first segments of a real split (``--format ...``).
@@ -62,9 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=32, help="frames kept per segment (default 32)")
     parser.add_argument("--short-side", type=int, default=256, help="stored short side (default 256)")
     parser.add_argument("--flow", action="store_true", help="also compute warp flow")
-    parser.add_argument("--flow-stride", type=_counts, default=[4],
+    parser.add_argument("--flow-stride", type=_counts, default=None,
                         help="DIS patch stride of the motion maps' flow (as fpar shards build --flow-stride; "
-                        "default 4); several, e.g. 4,6, build once with each and report each")
+                        "default: the build's, 6); several, e.g. 6,4, build once with each and report each")
     parser.add_argument("--size", type=_size, help="generated video size WxH (default 1920x1080 epic, 1280x720 toy)")
     parser.add_argument("--fps", type=float, default=60.0, help="toy video frame rate (default 60)")
     parser.add_argument("--seed", type=int, default=0, help="generated video seed (default 0)")
@@ -170,29 +170,28 @@ def _timed_child(units, settings) -> float:
 
 
 def build_with_workers(units, args, folder: Path, workers: int, stride: int) -> float:
-    """Kept frames/s of ``workers`` processes building the segments (dealt round-robin) at once."""
-    import copy
+    """Kept frames/s of ``workers`` processes at once, each building every segment.
+
+    Each worker gets the same work, so that the figure is the node's steady rate with that
+    many workers: dealing 9 segments of unequal lengths out would measure the longest share
+    (5 of 9 segments caps 2 workers at 1.8x before any contention), which a build of
+    thousands of segments does not have.
+    """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    segments = [(unit, seg) for unit in units for seg in unit.segments]
-    shares = []
+    settings = []
     for w in range(workers):
-        share = []
-        for unit, seg in segments[w::workers]:
-            if not share or share[-1].unit_id != unit.unit_id:
-                share.append(copy.copy(unit))
-                share[-1].segments = []
-            share[-1].segments.append(seg)
         staging = folder / f"staging-{workers}-{w}"
         staging.mkdir()
-        shares.append((share, _settings(args, staging, stride)))
+        settings.append(_settings(args, staging, stride))
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        list(pool.map(_timed_child, [[] for _ in range(workers)], [s for _, s in shares]))  # start-up, untimed
+        list(pool.map(_timed_child, [[] for _ in range(workers)], settings))  # start-up, untimed
         start = time.perf_counter()
-        list(pool.map(_timed_child, [s[0] for s in shares], [s[1] for s in shares]))
+        list(pool.map(_timed_child, [units] * workers, settings))
         wall = time.perf_counter() - start
-    return len(segments) * args.frames / wall
+    kept = sum(len(unit.segments) for unit in units) * args.frames
+    return workers * kept / wall
 
 
 def measure_build(units, args, folder: Path, stride: int) -> tuple[object, list]:
@@ -243,7 +242,7 @@ def run(args: argparse.Namespace) -> dict:
     from shards.stopwatch import Stopwatch
 
     cv2.setNumThreads(1)
-    strides = args.flow_stride
+    strides = args.flow_stride or [MotionConfig().flow_stride]
     with tempfile.TemporaryDirectory(prefix="fpar-bench-") as tmp_name:
         tmp = Path(tmp_name)
         units, source, videos = _inputs(args, Path(args.work) if args.work else tmp)

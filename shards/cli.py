@@ -57,11 +57,11 @@ def register(subparsers):
     build.add_argument("--flow-side", type=int, default=None, help="optical flow runs on frames scaled to this short side, never enlarged (default 160)")
     build.add_argument("--flow-scale", type=float, default=None, help="optical flow runs on frames scaled by this factor instead of --flow-side (0 < f <= 1)")
     build.add_argument("--flow-stride", type=int, default=None,
-                       help="DIS patch stride of the motion maps' flow, in flow pixels (default 4; 6 computes the maps "
-                       "~2x faster, with other maps: see README 'Motion maps')")
+                       help="DIS patch stride of the motion maps' flow, in flow pixels (default 6; 4, as DIS's presets, "
+                       "costs ~1.75x as much for the maps: see README 'Motion maps')")
     build.add_argument("--motion-halo", type=float, default=None,
                        help="erosion of the moving points (takes back the flow's spread around objects), as a fraction "
-                       "of the flow's short side (default 0.03; use 0.04 with --flow-stride 6)")
+                       "of the flow's short side (default 0.04; --flow-stride 4 --motion-halo 0.03 gives the maps of earlier builds)")
     build.add_argument("--motion-threshold", type=float, default=None, help="moving if the camera-compensated flow exceeds this fraction of the flow's short side in a comparison (default 0.006)")
     build.add_argument("--motion-votes", type=int, choices=(1, 2), default=None, help="of the two neighbours t-d*step and t+d*step at one distance d, how many must see a point move (default 2)")
     build.add_argument("--motion-step", type=int, default=None, help="frame spacing unit of the comparisons, in frames (default: 1/30 s at the file's real rate)")

@@ -15,6 +15,7 @@ from shards.synth.render import VideoRenderer
 from shards.toyvideo import make_toy_video
 
 KEPT = list(range(3, 45, 5))
+EARLIER = dict(flow_stride=4, halo=0.03)  # the earlier default: DIS's preset stride, ~1.75x the maps' cost
 
 
 def _scores(maps: np.ndarray, masks: np.ndarray, kept: list[int]) -> tuple[float, float]:
@@ -39,13 +40,17 @@ def _maps(path, kept, with_flow=False, **config):
 
 @pytest.mark.parametrize("seed", [3, 7])
 def test_motion_maps_find_the_moving_object_not_the_panning_background(tmp_path, seed):
+    """Flow on the 128x96 frames themselves (96 px, under the default flow side of 160): DIS
+    patches every 6 pixels cover the small object with fewer patches, so the default loses
+    some overlap there that patches every 4 pixels keep (README "Motion maps")."""
     toy = make_toy_video(tmp_path / "pan.mp4", num_frames=48, seed=seed)
-    maps, _ = _maps(toy.path, KEPT)
-    assert maps.shape == (len(KEPT), 96 // MAP_STRIDE, 128 // MAP_STRIDE) and maps.dtype == np.uint8
-    iou, background = _scores(maps, toy.masks, KEPT)
-    print(f"toy video seed {seed}: motion-map IoU {iou:.3f}, background flagged {background:.3%}")
-    assert iou > 0.75
-    assert background < 0.02
+    for name, config, least_iou in (("default", {}, 0.7), ("stride 4", EARLIER, 0.75)):
+        maps, _ = _maps(toy.path, KEPT, **config)
+        assert maps.shape == (len(KEPT), 96 // MAP_STRIDE, 128 // MAP_STRIDE) and maps.dtype == np.uint8
+        iou, background = _scores(maps, toy.masks, KEPT)
+        print(f"toy video seed {seed}, {name}: motion-map IoU {iou:.3f}, background flagged {background:.3%}")
+        assert iou > least_iou
+        assert background < 0.02
 
 
 def test_a_static_scene_seen_by_a_panning_camera_is_not_moving(tmp_path, monkeypatch):
@@ -138,7 +143,6 @@ def kitchens(tmp_path_factory):
     return out, make_plan("epic55", 2, 8, 5, Options(**KITCHENS))
 
 
-FAST = dict(flow_stride=6, halo=0.04)  # the faster maps README "Motion maps" describes
 
 
 def _kitchen_scores(kitchens, config: MotionConfig) -> tuple[list[float], list[float], list[float]]:
@@ -174,10 +178,10 @@ def _kitchen_scores(kitchens, config: MotionConfig) -> tuple[list[float], list[f
 
 def test_motion_maps_find_the_moving_object_in_synthetic_kitchens(kitchens):
     """Demo-sized kitchens (228x128, 30 fps): the maps overlap the true masks, not the rest,
-    with the default flow and with the faster one (DIS patches every 6 pixels), which must be
-    as good."""
+    with the default flow (DIS patches every 6 pixels) and with the earlier, slower one (every
+    4, as DIS's presets), which the default must match."""
     scores = {}
-    for name, config in (("default", MotionConfig()), ("fast", MotionConfig(**FAST))):
+    for name, config in (("default", MotionConfig()), ("earlier", MotionConfig(**EARLIER))):
         ious, background, distractors = scores[name] = _kitchen_scores(kitchens, config)
         print(f"synthetic kitchens 228x128, {name} flow: motion-map IoU {np.mean(ious):.3f} over {len(ious)} "
               f"segments (min {np.min(ious):.3f}), background flagged {np.mean(background):.2%}, "
@@ -186,4 +190,4 @@ def test_motion_maps_find_the_moving_object_in_synthetic_kitchens(kitchens):
         assert np.mean(ious) >= 0.5
         assert np.mean(background) < 0.05
         assert np.mean(distractors) < 0.1
-    assert np.mean(scores["fast"][0]) >= np.mean(scores["default"][0]) - 0.01
+    assert np.mean(scores["default"][0]) >= np.mean(scores["earlier"][0]) - 0.01

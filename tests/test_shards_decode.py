@@ -32,6 +32,34 @@ def test_get_batch_returns_exactly_the_requested_frames(toy):
     assert [_closest_frame(f, toy.frames) for f in batch] == indices
 
 
+def _idle_cpu_seconds(seconds: float) -> float:
+    import resource
+    import time
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    start = cpu()
+    time.sleep(seconds)
+    return cpu() - start
+
+
+def test_an_open_video_costs_no_cpu_between_reads(tmp_path):
+    """After ``get_batch`` decord's decoder thread goes on decoding the rest of the file until
+    the next seek: a worker that goes on to compute motion maps must not pay for that."""
+    from shards.toyvideo import make_epic_like_video
+
+    path = make_epic_like_video(tmp_path / "P01_01.MP4", 8.0, 59.94, (640, 360), seed=1)
+    video = DecordVideo(path, short_side=96)
+    first = video.read([5, 17, 30])
+    # Decoding ahead the remaining ~450 frames keeps a core busy for the whole half second.
+    assert _idle_cpu_seconds(0.5) < 0.1
+    # Stopping the decoder changes nothing of what later reads return.
+    assert np.array_equal(video.read([5, 17, 30]), first)
+    assert np.array_equal(video.read([30, 17]), first[[2, 1]])
+
+
 def test_frames_are_resized_to_the_short_side_at_decode(toy):
     video = DecordVideo(toy.path, short_side=48)
     batch = video.read([7, 30])
