@@ -74,11 +74,14 @@ class TrainJob(submitit.helpers.Checkpointable):
         entry: ``module:function`` called with ``(config, overrides, run_dir, resume)``.
         eval_splits: When given, evaluate these splits of the run instead of training
             (``fpar.train.evaluate(run_dir, split)`` for each).
+        trust_checkpoint: Read the run's checkpoints with full unpickling (they may run
+            code); passed to the entry as ``trust_checkpoint=True`` only when set, so an
+            entry with the four-argument signature keeps working without it.
     """
 
     def __init__(self, config: str, overrides: Sequence[str] = (), run_dir: str = "",
                  resume: bool = False, entry: str = TRAIN_ENTRY,
-                 eval_splits: Sequence[str] | None = None) -> None:
+                 eval_splits: Sequence[str] | None = None, trust_checkpoint: bool = False) -> None:
         if not run_dir:
             raise ValueError("TrainJob needs a run folder")
         self.config = str(config)
@@ -87,6 +90,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         self.resume = resume
         self.entry = entry
         self.eval_splits = list(eval_splits) if eval_splits is not None else None
+        self.trust_checkpoint = trust_checkpoint
         self.permanent_failure = ""
 
     def __call__(self) -> Any:
@@ -116,7 +120,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         preemption.clear()
         signal.signal(PREEMPT_SIGNAL, preemption.request)
         try:
-            return entry(self.config, self.overrides, self.run_dir, resume)
+            return entry(self.config, self.overrides, self.run_dir, resume, **self._trust())
         except ConfigError as err:
             self.permanent_failure = f"configuration error: {err}"
             raise
@@ -133,7 +137,10 @@ class TrainJob(submitit.helpers.Checkpointable):
 
     def _evaluate(self) -> dict[str, str]:
         evaluate = resolve_entry(EVAL_ENTRY)
-        return {split: str(evaluate(self.run_dir, split)) for split in self.eval_splits or []}
+        return {split: str(evaluate(self.run_dir, split, **self._trust())) for split in self.eval_splits or []}
+
+    def _trust(self) -> dict[str, bool]:
+        return {"trust_checkpoint": True} if self.trust_checkpoint else {}
 
     def _record(self, placement: slurm_env.Placement) -> None:
         """Writes where this task ran (``<run_dir>/placement/rank<k>.json``)."""
@@ -152,7 +159,8 @@ class TrainJob(submitit.helpers.Checkpointable):
             log.error("not requeueing: %s", self.permanent_failure)
             return None
         resumed = TrainJob(self.config, self.overrides, self.run_dir, resume=True,
-                           entry=self.entry, eval_splits=self.eval_splits)
+                           entry=self.entry, eval_splits=self.eval_splits,
+                           trust_checkpoint=self.trust_checkpoint)
         return submitit.helpers.DelayedSubmission(resumed)
 
 

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from fpar.commands import add_trust_checkpoint
 from fpar.config import ConfigError
 from launcher import sweep as sweeps
 from launcher.slurm_env import TRAIN_ENTRY
@@ -47,6 +48,7 @@ class SubmitOptions:
     sweep: list[str] = dataclasses.field(default_factory=list)
     eval_splits: list[str] | None = None
     resume: bool = False
+    trust_checkpoint: bool = False
     entry: str = TRAIN_ENTRY
     signal_delay_s: int = 90
     array_parallelism: int = 64
@@ -134,7 +136,8 @@ def submit_runs(opts: SubmitOptions) -> tuple[Path, list[submitit.Job]]:
         from launcher.job import TrainJob
 
         return TrainJob(opts.config, [*opts.overrides, *extra], str(run_dir),
-                        resume=opts.resume, entry=opts.entry, eval_splits=opts.eval_splits)
+                        resume=opts.resume, entry=opts.entry, eval_splits=opts.eval_splits,
+                        trust_checkpoint=opts.trust_checkpoint)
 
     if not points:
         job = executor.submit(job_for(folder, []))
@@ -171,7 +174,7 @@ def _options(args: argparse.Namespace) -> SubmitOptions:
         gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
         cpus_per_task=args.cpus_per_task, partition=args.partition, time_min=args.time,
         account=args.account, folder=args.folder, local=args.local, sweep=list(args.sweep),
-        eval_splits=eval_splits, resume=args.resume, entry=args.entry,
+        eval_splits=eval_splits, resume=args.resume, trust_checkpoint=args.trust_checkpoint, entry=args.entry,
         signal_delay_s=args.signal_delay, array_parallelism=args.array_parallelism,
         job_name=args.job_name)
 
@@ -238,6 +241,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(fpar.train.evaluate per split; default: the config's test splits)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run folder's latest checkpoint")
+    add_trust_checkpoint(p)
     p.add_argument("--signal-delay", type=int, default=90, metavar="S",
                    help="seconds before the time limit at which SLURM sends USR2 (default 90)")
     p.add_argument("--array-parallelism", type=int, default=64,

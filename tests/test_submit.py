@@ -163,3 +163,27 @@ def test_local_executor_runs_a_two_rank_process_group(tmp_path, monkeypatch):
     assert all(r["world_size"] == 2 and r["rank_sum"] == 1 for r in results)
     assert all(r["master_addr"] == "127.0.0.1" for r in results)
     assert (folder / "probe" / "rank1.json").is_file()
+
+
+def test_trust_checkpoint_reaches_the_entry_only_when_asked_and_survives_a_requeue(monkeypatch, tmp_path):
+    import argparse
+
+    from launcher import submit
+
+    fake_slurm_task(monkeypatch, restarts=0)
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(key, "unset")
+    (tmp_path / "probe_entry.py").write_text(
+        "def run(config, overrides, run_dir, resume, **options):\n    return resume, options\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    trusted = TrainJob("c.yaml", [], str(tmp_path / "run"), entry="probe_entry:run", trust_checkpoint=True)
+    assert trusted() == (False, {"trust_checkpoint": True})
+    requeued = trusted.checkpoint().function
+    assert requeued.resume is True and requeued.trust_checkpoint is True
+    # Without the flag an entry of the four-argument form is called as before.
+    assert TrainJob("c.yaml", [], str(tmp_path / "run"), entry="probe_entry:run")() == (False, {})
+    # fpar submit --trust-checkpoint sets it; without it, checkpoints are read weights-only.
+    parser = argparse.ArgumentParser()
+    submit.register(parser.add_subparsers())
+    assert submit._options(parser.parse_args(["submit", "c.yaml", "--trust-checkpoint"])).trust_checkpoint
+    assert not submit._options(parser.parse_args(["submit", "c.yaml"])).trust_checkpoint
