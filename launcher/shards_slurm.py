@@ -87,17 +87,11 @@ class FinishTask:
 
 
 def _executor(folder: Path, opts: SlurmBuildOptions, name: str, cpus: int, **extra) -> submitit.AutoExecutor:
+    from launcher.submit import executor_parameters
+
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
-    params: dict[str, Any] = {"timeout_min": opts.time_min, "name": name, "cpus_per_task": cpus,
-                              "nodes": 1, "tasks_per_node": 1, "slurm_signal_delay_s": opts.signal_delay_s,
-                              "slurm_array_parallelism": opts.array_parallelism, **extra}
-    if opts.partition:
-        params["slurm_partition"] = opts.partition
-    if opts.account:
-        params["slurm_account"] = opts.account
-    if opts.mem_gb:
-        params["mem_gb"] = opts.mem_gb
-    executor.update_parameters(**params)
+    executor.update_parameters(**executor_parameters(opts, name=name, cpus_per_task=cpus, nodes=1,
+                                                     tasks_per_node=1, **extra))
     return executor
 
 

@@ -93,24 +93,27 @@ def build_executor(opts: SubmitOptions, log_folder: Path) -> submitit.AutoExecut
     import submitit
 
     executor = submitit.AutoExecutor(folder=log_folder, cluster="local" if opts.local else None)
+    executor.update_parameters(**executor_parameters(
+        opts, name=opts.job_name or "fpar", nodes=opts.nodes, tasks_per_node=opts.tasks(),
+        gpus_per_node=opts.gpus_per_node or None, cpus_per_task=opts.cpus_per_task))
+    return executor
+
+
+def executor_parameters(opts: Any, **resources: Any) -> dict[str, Any]:
+    """submitit's parameters from what every fpar SLURM submission shares (``opts``: time
+    limit, warning delay, array parallelism, partition, account, memory) and ``resources``
+    (name, nodes, tasks, CPUs, GPUs; None: the cluster's default)."""
     params: dict[str, Any] = {
-        "nodes": opts.nodes,
-        "tasks_per_node": opts.tasks(),
         "timeout_min": opts.time_min,
-        "name": opts.job_name or "fpar",
         "slurm_signal_delay_s": opts.signal_delay_s,
         "slurm_array_parallelism": opts.array_parallelism,
+        **{key: value for key, value in resources.items() if value is not None},
     }
-    if opts.gpus_per_node > 0:
-        params["gpus_per_node"] = opts.gpus_per_node
-    if opts.cpus_per_task is not None:
-        params["cpus_per_task"] = opts.cpus_per_task
-    if opts.partition:
-        params["slurm_partition"] = opts.partition
-    if opts.account:
-        params["slurm_account"] = opts.account
-    executor.update_parameters(**params)
-    return executor
+    for key, value in (("slurm_partition", opts.partition), ("slurm_account", opts.account),
+                       ("mem_gb", getattr(opts, "mem_gb", None))):
+        if value:
+            params[key] = value
+    return params
 
 
 def submit_runs(opts: SubmitOptions) -> tuple[Path, list[submitit.Job]]:
