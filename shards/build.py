@@ -173,6 +173,7 @@ def _check_state(out: Path, cfg: BuildConfig, fingerprint: str) -> None:
                     detail.append(k)
             raise ConfigError(
                 f"{out} holds a build with other settings ({'; '.join(detail)}); "
+                f"continue it with the options it was started with (its {BUILD_STATE_NAME} lists them), "
                 "use another --out, or --restart to delete it and start over"
             )
         return

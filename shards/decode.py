@@ -1,11 +1,8 @@
-"""Frame-accurate access to source videos (decord) and frame folders (GTEA-61).
+"""Frame-exact access to source videos (PyAV) and frame folders (GTEA-61).
 
 A source is opened once per video and serves every segment of it. Frames are addressed by
-0-based decoded index, and each source knows when every frame is shown (``timing``), which is
-how a segment's annotated time becomes indices (:mod:`shards.timing`). Videos are
-read with decord's ``get_batch`` on explicit indices, which seeks exactly (decoding from the
-previous key frame) rather than by timestamp, and decord scales to the stored size while
-converting colours, which is cheaper than converting full-size frames and resizing them.
+0-based index in presentation order, and each source knows when every frame is shown
+(``timing``), which is how a segment's annotated time becomes indices (:mod:`shards.timing`).
 """
 
 from __future__ import annotations
@@ -65,115 +62,16 @@ def _unique_read(indices: Sequence[int], read_sorted) -> np.ndarray:
     return batch[[where[int(i)] for i in indices]]
 
 
-class DecordVideo:
-    """A video file opened with decord at the stored size."""
+class VideoFile:
+    """A video file decoded with PyAV (FFmpeg), each frame found by its presentation timestamp.
 
-    def __init__(self, path: str | Path, short_side: int, threads: int = 1):
-        import decord
-
-        self.path = Path(path)
-        height, width = probe_size(self.path)
-        self.height, self.width = stored_size(height, width, short_side)
-        self._resize_after = False
-        try:
-            self._reader = decord.VideoReader(
-                str(self.path), ctx=decord.cpu(0), width=self.width, height=self.height, num_threads=threads
-            )
-            self.num_frames = len(self._reader)
-            if self.num_frames > 0 and not self._scales_correctly():
-                # decord2 3.4 returns 4-channel frames for some output sizes (e.g. 96x64,
-                # 96x72); decode at the native size and resize with OpenCV instead.
-                self._reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=threads)
-                self._resize_after = True
-        except Exception as err:  # decord raises its own DECORDError and RuntimeError
-            raise DecodeError(f"{self.path}: cannot open with decord: {_short(err)}") from err
-        if self.num_frames <= 0:
-            raise DecodeError(f"{self.path}: no decodable frames")
-        self.timing = self._frame_times()
-        self.fps = self.timing.fps
-
-    def _frame_times(self) -> FrameTimes:
-        """Each frame's presentation time from the stream's own time base (not a nominal fps)."""
-        try:
-            stamps = self._reader.get_frame_timestamp(np.arange(self.num_frames))
-            return FrameTimes(stamps[:, 0], float(stamps[-1, 1]))
-        except Exception as err:  # decord errors, or timestamps that do not increase
-            raise DecodeError(f"{self.path}: unusable frame timestamps: {_short(err)}") from err
-
-    def _scales_correctly(self) -> bool:
-        try:
-            first = self._reader.get_batch([0]).asnumpy()
-        except Exception:  # noqa: BLE001 - any failure here means: do not trust the scaler
-            return False
-        finally:
-            self._park()
-        return first.shape == (1, self.height, self.width, 3)
-
-    def _park(self) -> None:
-        """Stops the decoder thread: after ``get_batch`` it goes on decoding the rest of the
-        file until the next seek (decord2 3.4), which kept a second core busy while a worker
-        computed motion maps (two workers on two cores gained 1.17x over one). A seek to the
-        first frame idles it and costs ~5 ms at 1080p."""
-        try:
-            self._reader.seek(0)
-        except Exception:  # noqa: BLE001 - parking is best effort; the next read seeks anyway
-            pass
-
-    def read(self, indices: Sequence[int]) -> np.ndarray:
-        bad = [i for i in indices if i < 0 or i >= self.num_frames]
-        if bad:
-            raise DecodeError(f"{self.path}: frame index {bad[0]} outside 0..{self.num_frames - 1}")
-
-        def read_sorted(unique: list[int]) -> np.ndarray:
-            try:
-                batch = self._reader.get_batch(unique).asnumpy()
-            except Exception as err:
-                raise DecodeError(f"{self.path}: decoding frames {unique[0]}..{unique[-1]} failed: {_short(err)}") from err
-            finally:
-                self._park()
-            if self._resize_after:
-                size = (self.width, self.height)
-                batch = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in batch])
-            if batch.shape != (len(unique), self.height, self.width, 3):
-                raise DecodeError(f"{self.path}: decoder returned shape {batch.shape}")
-            return batch
-
-        return _unique_read(indices, read_sorted)
-
-
-def has_leading_frames(path: Path, packets: int = 600) -> bool:
-    """Whether frames follow a key frame in decode order but precede it on screen.
-
-    Open-GOP HEVC and MPEG-4 files do this; decord then counts the key frame's position in
-    decode order as its frame index and seeks to the wrong frames (off by the leading
-    frames, silently). Encoders keep one GOP structure per file, so the first ``packets``
-    packets tell.
-    """
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            key_pts = None
-            for n, packet in enumerate(container.demux(stream)):
-                if packet.pts is None:
-                    continue
-                if packet.is_keyframe:
-                    key_pts = packet.pts
-                elif key_pts is not None and packet.pts < key_pts:
-                    return True
-                if n >= packets:
-                    break
-    except Exception as err:  # PyAV raises many error classes for broken files
-        raise DecodeError(f"{path}: cannot read packets: {_short(err)}") from err
-    return False
-
-
-class PyAVVideo:
-    """A video decoded with PyAV, each frame found by its presentation timestamp.
-
-    Exact where decord's index is not (:func:`has_leading_frames`): it seeks to the key
-    frame before the first wanted frame and decodes forward, keeping frames by pts.
+    Frame ``i`` is the ``i``-th presentation timestamp of the stream. A read seeks to the key
+    frame before the first wanted frame and decodes forward, keeping the frames whose
+    timestamps are wanted, so the result does not depend on what was read before, on open
+    GOPs or on leading frames. Wanted frames are scaled to the stored size while their
+    colours are converted (swscale, area filter), cheaper than converting full-size frames.
+    decord's ``get_batch``, used before schema v4, returned frames one or two positions early
+    for a few percent of reads (nondeterministically, also from a freshly opened reader).
     """
 
     def __init__(self, path: str | Path, short_side: int, threads: int = 1):
@@ -182,6 +80,8 @@ class PyAVVideo:
         self.path = Path(path)
         try:
             self._container = av.open(str(self.path))
+            if not self._container.streams.video:
+                raise DecodeError(f"{self.path}: no video stream")
             self._stream = self._container.streams.video[0]
             self._stream.thread_count = max(1, threads)
             ctx = self._stream.codec_context
@@ -194,7 +94,7 @@ class PyAVVideo:
         except DecodeError:
             raise
         except Exception as err:  # PyAV raises many error classes for broken files
-            raise DecodeError(f"{self.path}: cannot open with PyAV: {_short(err)}") from err
+            raise DecodeError(f"{self.path}: cannot open: {_short(err)}") from err
         if not pts:
             raise DecodeError(f"{self.path}: no decodable frames")
         order = np.argsort(pts, kind="stable")
@@ -219,10 +119,8 @@ class PyAVVideo:
             if index is None or index < first:
                 continue
             if index in wanted and index not in out:
-                image = frame.to_ndarray(format="rgb24")
-                if image.shape[:2] != (self.height, self.width):
-                    image = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_AREA)
-                out[index] = image
+                out[index] = frame.reformat(width=self.width, height=self.height, format="rgb24",
+                                            interpolation="AREA").to_ndarray()
             if index >= last:
                 return
 
@@ -255,12 +153,9 @@ class PyAVVideo:
         return _unique_read(indices, read_sorted)
 
 
-def open_video(path: str | Path, short_side: int, threads: int = 1):
-    """decord where its frame index is exact, PyAV (by timestamps) where it is not."""
-    path = Path(path)
-    if has_leading_frames(path):
-        return PyAVVideo(path, short_side, threads)
-    return DecordVideo(path, short_side, threads)
+def open_video(path: str | Path, short_side: int, threads: int = 1) -> VideoFile:
+    """Opens a video file for frame-exact reads at the stored size."""
+    return VideoFile(path, short_side, threads)
 
 
 class FrameFolder:
@@ -297,22 +192,6 @@ class FrameFolder:
         if bad:
             raise DecodeError(f"{self.path}: frame index {bad[0]} outside 0..{self.num_frames - 1}")
         return _unique_read(indices, lambda unique: np.stack([self._load(i) for i in unique]))
-
-
-def probe_size(path: Path) -> tuple[int, int]:
-    """(height, width) of the first video stream, read from the container header (PyAV)."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise DecodeError(f"{path}: no video stream")
-            ctx = container.streams.video[0].codec_context
-            return int(ctx.height), int(ctx.width)
-    except DecodeError:
-        raise
-    except Exception as err:  # PyAV raises many error classes for broken files
-        raise DecodeError(f"{path}: cannot open: {_short(err)}") from err
 
 
 def _short(err: BaseException) -> str:

@@ -55,14 +55,17 @@ import numpy as np
 
 from shards.files import read_json
 
-SCHEMA_VERSION = 3
-# Versions this code reads: 2 differs only in how the motion maps are stored.
-READABLE_VERSIONS = (2, 3)
+SCHEMA_VERSION = 4
+# Versions this code reads: they differ in how the motion maps are stored and in how exactly
+# the frames were decoded, not in their layout.
+READABLE_VERSIONS = (2, 3, 4)
 # What each version changed, for the message that refuses a folder of another version.
 SCHEMA_CHANGES = {
     2: "frames are taken from each segment's time through the raw file's own timestamps; "
     "v1 indexed raw videos with the annotations' frame numbers, wrong on videos not at ~60 fps",
     3: "motion maps compressed one by one, so a clip decodes only the maps of its frames",
+    4: "frames found by their presentation timestamps (PyAV); v3's decord reads returned frames "
+    "one or two positions early for a few percent of segments",
 }
 DEFAULT_FRAMES = 32
 DEFAULT_SHORT_SIDE = 256

@@ -133,8 +133,6 @@ def test_shards_benchmark_epic_like_input_has_camera_gops_at_both_rates(tmp_path
     import av
     from av.video.frame import PictureType
 
-    from shards.decode import DecordVideo, open_video
-
     result = bench("shards", "--segments", "3", "--frames", "4", "--size", "320x180", "--short-side", "96",
                    "--flow", "--work", str(tmp_path))
     assert result["input"].startswith("EPIC-like") and result["samples"] == 3
@@ -147,7 +145,6 @@ def test_shards_benchmark_epic_like_input_has_camera_gops_at_both_rates(tmp_path
         keys = [i for i, f in enumerate(frames) if f.key_frame]
         assert keys[:3] == [0, round(video["fps"] / 2), 2 * round(video["fps"] / 2)]  # half-second GOPs
         assert any(int(f.pict_type) == int(PictureType.B) for f in frames)  # with B-frames
-        assert isinstance(open_video(path, 96), DecordVideo)  # closed GOPs: decord's index is exact
 
 
 def test_loader_needs_the_videos_of_given_shards(tmp_path):

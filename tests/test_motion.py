@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from shards.decode import DecordVideo, sample_frames
+from shards.decode import VideoFile, sample_frames
 from shards.motion import MotionConfig, MotionEstimator, camera_flow, residual_flow
 from shards.schema import FLOW_CHANNELS, MAP_STRIDE, flow_to_pixels
 from shards.synth import generate
@@ -31,7 +31,7 @@ def _scores(maps: np.ndarray, masks: np.ndarray, kept: list[int]) -> tuple[float
 
 
 def _maps(path, kept, with_flow=False, **config):
-    video = DecordVideo(path, short_side=96)
+    video = VideoFile(path, short_side=96)
     estimator = MotionEstimator(MotionConfig(flow_scale=1.0, **config))
     needed = estimator.required_indices(kept, video.num_frames, 30.0, with_flow)
     frames = dict(zip(needed, video.read(needed)))
@@ -152,7 +152,7 @@ def _kitchen_scores(kitchens, config: MotionConfig) -> tuple[list[float], list[f
     estimator = MotionEstimator(config)
     ious, background, distractors = [], [], []
     for video in plan.videos:
-        source = DecordVideo(tmp_path / "videos" / video.participant / f"{video.video_id}.MP4", short_side=height)
+        source = VideoFile(tmp_path / "videos" / video.participant / f"{video.video_id}.MP4", short_side=height)
         masks = np.load(tmp_path / "masks" / f"{video.video_id}.npz")["mask"]
         renderer = VideoRenderer(video, plan.seed, width, height, fps)
         for seg in video.segments:

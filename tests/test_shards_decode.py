@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from shards.decode import DecodeError, DecordVideo, FrameFolder, index_videos, sample_frames, stored_size
+from shards.decode import DecodeError, FrameFolder, VideoFile, index_videos, sample_frames, stored_size
 from shards.toyvideo import make_toy_video
 
 
@@ -22,8 +22,8 @@ def _closest_frame(decoded: np.ndarray, rendered: np.ndarray) -> int:
     return int(np.argmin(errors))
 
 
-def test_get_batch_returns_exactly_the_requested_frames(toy):
-    video = DecordVideo(toy.path, short_side=96)
+def test_reads_return_exactly_the_requested_frames(toy):
+    video = VideoFile(toy.path, short_side=96)
     assert video.num_frames == 40 and (video.height, video.width) == (96, 128)
     # Unsorted, repeated, across key frames (GOP 12) and B-frames.
     indices = [int(i) for i in np.random.default_rng(0).integers(0, 40, size=12)] + [39, 0, 13, 13]
@@ -46,22 +46,50 @@ def _idle_cpu_seconds(seconds: float) -> float:
 
 
 def test_an_open_video_costs_no_cpu_between_reads(tmp_path):
-    """After ``get_batch`` decord's decoder thread goes on decoding the rest of the file until
-    the next seek: a worker that goes on to compute motion maps must not pay for that."""
+    """No decoding ahead after a read (decord's decoder thread did, until the next seek): a
+    worker that goes on to compute motion maps must not pay for frames nobody asked for."""
     from shards.toyvideo import make_epic_like_video
 
     path = make_epic_like_video(tmp_path / "P01_01.MP4", 8.0, 59.94, (640, 360), seed=1)
-    video = DecordVideo(path, short_side=96)
+    video = VideoFile(path, short_side=96)
     first = video.read([5, 17, 30])
     # Decoding ahead the remaining ~450 frames keeps a core busy for the whole half second.
     assert _idle_cpu_seconds(0.5) < 0.1
-    # Stopping the decoder changes nothing of what later reads return.
     assert np.array_equal(video.read([5, 17, 30]), first)
     assert np.array_equal(video.read([30, 17]), first[[2, 1]])
 
 
+def test_reads_are_exact_at_sync_samples_that_are_not_key_frames(tmp_path):
+    """A scene cut just after a key frame makes x264 write an I-frame that the MP4 lists as a
+    sync sample but that is no key frame to the decoder (EPIC-like synthetic kitchens have
+    them). decord's ``get_batch`` returned frames 1-2 positions early around them, whatever
+    came before; every read here must return the frames asked for, in any order."""
+    from shards.synth.video import write_mp4
+    from shards.toyvideo import render_toy_frames
+
+    scenes = [render_toy_frames(150, 128, 96, seed=s)[0] for s in range(6)]
+    rendered = np.stack([scenes[(i + 28) // 30][i] for i in range(150)])  # cuts at 2, 32, 62, ...
+    path = tmp_path / "P01_01.MP4"
+    write_mp4(path, rendered, 30.0, 128, 96, preset="superfast")
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        sync = [i for i, p in enumerate(container.demux(stream)) if p.is_keyframe]
+    with av.open(str(path)) as container:
+        keys = [i for i, f in enumerate(container.decode(video=0)) if f.key_frame]
+    assert set(sync) - set(keys)  # the case at hand: sync samples the decoder does not key on
+
+    video = VideoFile(path, short_side=96)
+    rng = np.random.default_rng(3)
+    batches = [[60, 62, 63, 64], [92, 93, 94], [0, 1, 2, 3]]
+    batches += [sorted({int(k + d) for k in rng.integers(3, 140, 5) for d in (-3, -1, 0, 1, 3)}) for _ in range(8)]
+    for indices in batches:
+        assert [_closest_frame(f, rendered) for f in video.read(indices)] == indices, indices
+
+
 def test_frames_are_resized_to_the_short_side_at_decode(toy):
-    video = DecordVideo(toy.path, short_side=48)
+    video = VideoFile(toy.path, short_side=48)
     batch = video.read([7, 30])
     assert batch.shape == (2, 48, 64, 3)
     small = np.stack([cv2.resize(f, (64, 48), interpolation=cv2.INTER_AREA) for f in toy.frames])
@@ -78,7 +106,7 @@ def test_broken_files_raise_decode_errors_naming_the_file(toy, tmp_path):
     truncated.write_bytes(toy.path.read_bytes()[: toy.path.stat().st_size // 2])
     for path in (garbage, truncated, tmp_path / "missing.mp4"):
         with pytest.raises(DecodeError, match=path.name):
-            DecordVideo(path, short_side=96)
+            VideoFile(path, short_side=96)
 
 
 def test_frame_folders_read_in_name_order_and_resize(toy, tmp_path):
@@ -116,10 +144,9 @@ def test_video_index_finds_both_extensions_and_keeps_duplicates(tmp_path):
 
 
 @pytest.mark.parametrize("short_side", [72, 64])
-def test_sizes_the_decoder_cannot_scale_to_are_resized_after_decoding(toy, short_side):
-    # decord2 3.4 returns 4-channel frames when asked for 96x72 (and 96x64); the reader
-    # falls back to decoding at the native size and resizing, with the same frames.
-    video = DecordVideo(toy.path, short_side=short_side)
+def test_sizes_decord_could_not_scale_to_come_out_whole(toy, short_side):
+    # decord2 3.4 returned 4-channel frames when asked for 96x72 (and 96x64).
+    video = VideoFile(toy.path, short_side=short_side)
     width = round(128 * short_side / 96)
     batch = video.read([3, 21, 3])
     assert batch.shape == (3, short_side, width, 3)
