@@ -1,11 +1,10 @@
-"""Synthetic kitchens (EPIC-55 layout): videos decord can read, masks that tell the truth."""
+"""Synthetic kitchens (EPIC-55 layout): videos that decode to the rendered frames, masks that tell the truth."""
 
 from __future__ import annotations
 
 import json
 
 import cv2
-import decord
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,9 +16,15 @@ from shards.synth.plan import Options, make_plan
 from shards.synth.objects import object_polygons
 from shards.synth.render import VideoRenderer
 from shards.synth.scene import REFERENCE_HEIGHT
+from shards.decode import VideoFile
 from shards.synth.vocab import NOUNS, PART_VERBS, VERBS
 
-W, H, FPS = 128, 72, 15.0  # (decord2 3.4.0 mis-decodes 96x64 video: 4 channels)
+W, H, FPS = 128, 72, 15.0
+
+
+def _video(path: str) -> VideoFile:
+    """The project's own reader, at the native size."""
+    return VideoFile(path, short_side=H)
 
 
 @pytest.fixture(scope="module")
@@ -61,25 +66,25 @@ def test_videos_hold_the_frames_the_annotations_promise(epic55, tables):
     info = pd.read_csv(epic55 / "annotations" / "EPIC_video_info.csv")
     segs = pd.concat(tables.values())
     for row in info.itertuples():
-        vr = decord.VideoReader(str(epic55 / "videos" / row.video[:3] / f"{row.video}.MP4"))
-        assert vr.get_avg_fps() == pytest.approx(row.fps, rel=1e-6)
-        assert len(vr) == round(row.duration * row.fps), row.video
+        vr = _video(str(epic55 / "videos" / row.video[:3] / f"{row.video}.MP4"))
+        assert vr.fps == pytest.approx(row.fps, rel=1e-6)
+        assert vr.num_frames == round(row.duration * row.fps), row.video
         mine = segs[segs.video_id == row.video]
         # Times lie inside the video; frames count the 60 fps frame release, as EPIC-55's do.
-        assert len(mine) and (mine.stop_time <= len(vr) / row.fps + 0.005).all()
+        assert len(mine) and (mine.stop_time <= vr.num_frames / row.fps + 0.005).all()
         assert (mine.start_frame >= 1).all() and (mine.start_frame < mine.stop_frame).all()
         ratio = mine.stop_frame / mine.stop_time
         assert ratio.between(59.5, 60.5).all(), ratio.tolist()
-        assert row.resolution == f"{W}x{H}" and vr[0].shape == (H, W, 3)
+        assert row.resolution == f"{W}x{H}" and vr.read([0])[0].shape == (H, W, 3)
 
 
 def test_decoded_frames_are_the_rendered_ones(epic55, plan):
-    """get_batch is frame-accurate: frame k decodes closest to rendered frame k."""
+    """Reads are frame-exact: frame k decodes closest to rendered frame k."""
     video = plan.videos[0]
     rendered = list(VideoRenderer(video, plan.seed, W, H, FPS).frames())
-    vr = decord.VideoReader(str(epic55 / "videos" / video.participant / f"{video.video_id}.MP4"))
+    vr = _video(str(epic55 / "videos" / video.participant / f"{video.video_id}.MP4"))
     picks = [3, 40, len(rendered) // 2, len(rendered) - 2]
-    decoded = vr.get_batch(picks).asnumpy().astype(np.float32)
+    decoded = vr.read(picks).astype(np.float32)
     for got, k in zip(decoded, picks):
         errors = [np.abs(got - rendered[j]).mean() for j in (k - 2, k, k + 1)]
         assert errors[1] < 12.0 and errors[1] < min(errors[0], errors[2]), (k, errors)
@@ -118,11 +123,11 @@ def test_mask_covers_the_moving_object(epic55, plan):
     for video in plan.videos[:4]:
         renderer = VideoRenderer(video, plan.seed, W, H, FPS, plan.options)
         mask = np.load(epic55 / "masks" / f"{video.video_id}.npz")["mask"]
-        vr = decord.VideoReader(str(epic55 / "videos" / video.participant / f"{video.video_id}.MP4"))
+        vr = _video(str(epic55 / "videos" / video.participant / f"{video.video_id}.MP4"))
         for seg, track in zip(video.segments, renderer.tracks):
             a = seg.start_frame - 1 + (seg.stop_frame - seg.start_frame) // 4
             b = seg.stop_frame - 1 - (seg.stop_frame - seg.start_frame) // 4
-            fa, fb = vr.get_batch([a, b]).asnumpy()
+            fa, fb = vr.read([a, b])
             for frame, t in ((fa, a), (fb, b)):
                 skin = renderer.skin  # the hand holds it
                 colours = {**track.colours, "skin": skin.skin, "shade": skin.shade,
@@ -139,10 +144,10 @@ def test_mask_covers_the_moving_object(epic55, plan):
 def test_camera_moves_as_much_as_the_objects(epic55, plan):
     video = plan.videos[0]
     renderer = VideoRenderer(video, plan.seed, W, H, FPS)
-    vr = decord.VideoReader(str(epic55 / "videos" / video.participant / f"{video.video_id}.MP4"))
+    vr = _video(str(epic55 / "videos" / video.participant / f"{video.video_id}.MP4"))
     # Background shifts between frames of a gap (nothing labelled moving there).
     first = video.segments[0].start_frame - 1
-    g0, g1 = vr.get_batch([0, min(first, 6)]).asnumpy()
+    g0, g1 = vr.read([0, min(first, 6)])
     (dx, dy), _ = cv2.phaseCorrelate(cv2.cvtColor(g0, cv2.COLOR_RGB2GRAY).astype(np.float64),
                                      cv2.cvtColor(g1, cv2.COLOR_RGB2GRAY).astype(np.float64))
     assert np.hypot(dx, dy) > 0.3

@@ -1,8 +1,9 @@
 """Writing frames: H.264 MP4 through PyAV, PNG frame folders, and the mask archives.
 
 Videos are encoded without B-frames and with a fixed GOP, so every frame has a distinct,
-increasing timestamp and decord reports exactly the number of frames written and seeks to
-any of them exactly.
+increasing timestamp. x264 adds an I-frame at a scene cut; one that falls just after a key frame
+is a sync sample of the MP4 but no key frame to the decoder, as in camera files re-encoded with
+x264's defaults (decord seeks wrongly around them, :mod:`shards.decode`).
 """
 
 from __future__ import annotations
