@@ -143,8 +143,6 @@ def kitchens(tmp_path_factory):
     return out, make_plan("epic55", 2, 8, 5, Options(**KITCHENS))
 
 
-
-
 def _kitchen_scores(kitchens, config: MotionConfig) -> tuple[list[float], list[float], list[float]]:
     """Per segment IoU with the true masks; per frame flagged background and look-alikes."""
     tmp_path, plan = kitchens
