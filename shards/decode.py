@@ -153,11 +153,6 @@ class VideoFile:
         return _unique_read(indices, read_sorted)
 
 
-def open_video(path: str | Path, short_side: int, threads: int = 1) -> VideoFile:
-    """Opens a video file for frame-exact reads at the stored size."""
-    return VideoFile(path, short_side, threads)
-
-
 class FrameFolder:
     """A folder of numbered frame images (GTEA-61 layout), read in file-name order.
 

@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from shards.decode import DecodeError, FrameFolder, open_video, sample_frames
+from shards.decode import DecodeError, FrameFolder, VideoFile, sample_frames
 from shards.motion import MotionConfig, MotionEstimator
 from shards.schema import SchemaError, encode_sample
 from shards.stopwatch import no_stopwatch
@@ -95,7 +95,7 @@ def open_source(unit: WorkUnit, short_side: int, threads: int = 1):
     if unit.kind == "folder":
         fps = unit.segments[0].fps if unit.segments else 30.0
         return FrameFolder(unit.source, short_side, fps=fps)
-    return open_video(unit.source, short_side, threads=threads)
+    return VideoFile(unit.source, short_side, threads=threads)
 
 
 def make_sample(
