@@ -77,7 +77,7 @@ def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] =
     layout = distributed.read_env()
     cfg = keep_global_batch(cfg, run_dir, layout.world_size)
     device = distributed.init_process_group(layout)
-    handler = None
+    handler = trainer = None
     try:
         from fpar.trainer import Trainer
 
@@ -105,9 +105,10 @@ def run(config: str | Path | ExperimentConfig | None, overrides: Sequence[str] =
         if layout.is_main:
             summary["metrics"] = _official_metrics(run_dir) if summary["scores"] else {}
             atomic_write_json(run_dir / SUMMARY_FILE, summary)
-        trainer.close()
         return summary
     finally:
+        if trainer is not None:  # also when preempted or failed: teardown frees its group
+            trainer.close()
         if handler is not None:
             logging.getLogger("fpar").removeHandler(handler)
             handler.close()

@@ -127,7 +127,7 @@ class Trainer:
                 f"step of {self.accum} accumulated batches; lower data.batch_size or "
                 "train.grad_accum_steps, or add training samples")
         self.steps_per_epoch = steps
-        self.engine = None
+        self.engine = self.scheduler = None
         self.stage_index = -1
         self.dtype = torch.float32
         self._consecutive_bad = 0
@@ -146,10 +146,7 @@ class Trainer:
 
     def _build_engine(self, stage_index: int, weights: dict | None) -> None:
         """Builds a fresh module and DeepSpeed engine for a stage."""
-        if self.engine is not None:
-            self.engine.destroy()
-            self.engine = None
-            gc.collect()
+        self._release_engine()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)  # same initial weights on every rank
             model = self.model_factory()
@@ -407,10 +404,15 @@ class Trainer:
             self.checkpoints.load_module(self.engine, tag)
 
     def close(self) -> None:
-        """Releases the engine."""
+        """Releases the engine (and with it, its process groups: see ``teardown``)."""
         if self._samples_log is not None:
             self._samples_log.close()
             self._samples_log = None
+        self._release_engine()
+
+    def _release_engine(self) -> None:
+        # The scheduler holds the optimizer, which holds the engine through its hooks.
         if self.engine is not None:
-            self.engine.destroy()
-            self.engine = None
+            deepspeed_setup.release(self.engine)
+            self.engine = self.scheduler = None
+            gc.collect()

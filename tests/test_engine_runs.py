@@ -108,6 +108,7 @@ def test_bf16_zero_with_accumulation_and_clipping_trains(tmp_path, zero):
                       "train.grad_accum_steps=2", "train.grad_clip=1.0",
                       "train.stages=[{epochs: 2}]")
     assert summary["step"] == 12 and summary["eval_rows"] == summary["eval_unique"] == 48
+    assert summary["threads_after_teardown"] == []
     records = step_records(tmp_path)
     assert all(r["grad_norm"] is not None and r["grad_norm"] > 0 for r in records.values())
     assert records[1]["clips"] == 8  # 2 accumulated micro-batches of 4
@@ -126,8 +127,20 @@ def test_fp16_on_cpu_is_refused_before_starting(tmp_path):
     assert not any(tmp_path.iterdir())  # nothing was started or written
 
 
+def test_no_process_group_outlives_teardown_after_zero3_stages(tmp_path):
+    """Each stage's ZeRO-3 engine is released with its groups, so none runs at exit.
+
+    A gloo group alive when the interpreter is torn down now and then aborts a run that
+    has finished ("terminate called without an active exception", exit -6). DeepSpeed's
+    ZeRO-3 keeps module-level references to the model and its groups.
+    """
+    summary = run_toy(tmp_path, "train.zero_stage=3", TWO_STAGES)
+    assert summary["step"] == 36 and summary["eval_rows"] == 48
+    assert summary["threads_after_teardown"] == []
+
+
 @pytest.mark.slow
-def test_zero3_checkpoint_weights_equal_the_zero0_ones(tmp_path):
+def test_zero3_checkpoint_weights_equal_the_zero0_ones(tmp_path, capfd):
     """ZeRO-3 partitions the weights over the ranks' files; load_weights gathers them."""
     from fpar.engine.checkpoint import latest_tag
     from fpar.engine.checkpoint_files import load_weights
@@ -137,6 +150,10 @@ def test_zero3_checkpoint_weights_equal_the_zero0_ones(tmp_path):
         run_dir = tmp_path / f"zero{zero}"
         assert launch([TOY, str(run_dir), f"train.zero_stage={zero}",
                        "train.stages=[{epochs: 1}]"], 2) == 0
+        summaries = [json.loads(line) for line in capfd.readouterr().out.splitlines()
+                     if line.startswith("{")]
+        assert len(summaries) == 2
+        assert all(s["threads_after_teardown"] == [] for s in summaries), summaries
         root = run_dir / "checkpoints"
         weights[zero] = load_weights(root / latest_tag(root))
     assert any((tmp_path / "zero3" / "checkpoints").glob("*/zero_pp_rank_1_*"))

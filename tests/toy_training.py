@@ -115,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         ids, logits, _ = trainer.predict(stream)
         summary["eval_rows"] = len(ids)
         summary["eval_unique"] = len(set(ids))
+        trainer.close()
     finally:
         distributed.teardown()
+    summary["threads_after_teardown"] = distributed.process_group_threads()
     print(json.dumps(summary))
     return 0
 

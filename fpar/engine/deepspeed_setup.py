@@ -10,6 +10,7 @@ up, with a less helpful message). Every backward pass goes through :func:`backwa
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any, Callable
 
 import torch
@@ -129,6 +130,31 @@ def initialize(model: nn.Module, optimizer: torch.optim.Optimizer, ds_config: di
         if buf.is_floating_point() and buf.dtype != dtype:
             buf.data = buf.data.to(dtype)
     return engine, scheduler
+
+
+def release(engine) -> None:
+    """Destroys ``engine`` so that its model, optimizer and process groups can be freed.
+
+    ZeRO-3 keeps two module-level references that ``destroy`` leaves in place: the top
+    module on its forward-module stack (pushed when the hooks are set up, never popped)
+    and every parameter coordinator in a class-wide cache of a method. Through them the
+    model, its partitioned parameters and the groups they hold would live until the
+    interpreter is torn down (one model per stage), and a gloo group still running then
+    now and then aborts a finished run. The cache only saves recomputation.
+    """
+    module = getattr(engine, "module", None)
+    engine.destroy()
+    offload = sys.modules.get("deepspeed.runtime.zero.parameter_offload")
+    stack = getattr(offload, "FWD_MODULE_STACK", None)
+    if module is not None and isinstance(stack, list):
+        stack[:] = [m for m in stack if m is not module]
+    coordinator = sys.modules.get("deepspeed.runtime.zero.partitioned_param_coordinator")
+    cls = getattr(coordinator, "PartitionedParameterCoordinator", None)
+    method = getattr(cls, "_PartitionedParameterCoordinator__params_to_release", None)
+    # The cache sits inside DeepSpeed's NVTX wrapper, in its closure.
+    for held in [method, *(c.cell_contents for c in getattr(method, "__closure__", None) or ())]:
+        if hasattr(held, "cache_clear"):
+            held.cache_clear()
 
 
 def backward(engine, loss: torch.Tensor) -> None:

@@ -8,8 +8,10 @@ before deepspeed is imported, and compiled DeepSpeed ops are cached inside the p
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import datetime
+import gc
 import logging
 import os
 import socket
@@ -126,14 +128,21 @@ def init_process_group(layout: DistEnv, timeout_s: float = 1800.0) -> torch.devi
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
                                    timeout=datetime.timedelta(seconds=timeout_s))
+        # Engines dropped after teardown (a benchmark's closures, an exception's frames)
+        # still hold groups; collected here, they go before the interpreter is torn down.
+        atexit.register(gc.collect)
     return torch.device("cuda", layout.local_rank) if device_type == "cuda" else torch.device("cpu")
 
 
 def teardown() -> None:
-    """Leaves the process group cleanly: a barrier, then destroy.
+    """Leaves the process group cleanly: a barrier, destroy, then frees what held it.
 
-    Exiting with a live gloo group occasionally aborts the interpreter at exit
-    ("terminate called without an active exception"), so every run ends here.
+    A gloo group whose threads are still running when the interpreter is torn down
+    now and then aborts the process ("terminate called without an active exception",
+    exit -6) after a finished run. destroy only unregisters the groups: a DeepSpeed
+    engine sits in a reference cycle and keeps its data-parallel group (and, on rank 0,
+    the TCP store) alive until a garbage collection, so one is run here; a released
+    engine (``Trainer.close``) is then gone with its threads.
     """
     if dist.is_available() and dist.is_initialized():
         try:
@@ -146,6 +155,24 @@ def teardown() -> None:
                 comm.destroy_process_group()
             else:
                 dist.destroy_process_group()
+            gc.collect()
+            left = process_group_threads()
+            if left:
+                log.debug("process-group threads still running after teardown: %s", left)
+
+
+def process_group_threads() -> list[str]:
+    """Names of this process's running gloo and TCP-store threads (Linux; else empty)."""
+    names = []
+    tasks = Path("/proc/self/task")
+    for task in (tasks.iterdir() if tasks.is_dir() else ()):
+        try:
+            name = (task / "comm").read_text().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        if name.startswith(("pt_gloo", "gloo_", "pt_tcpstore")):
+            names.append(name)
+    return sorted(names)
 
 
 def barrier() -> None:

@@ -144,7 +144,9 @@ class EngineStep:
 
     def close(self) -> None:
         """Releases the engine and the device memory it held."""
-        self.engine.destroy()
+        from fpar.engine import deepspeed_setup
+
+        deepspeed_setup.release(self.engine)
         self.engine = None
         gc.collect()
         if self.device.type == "cuda":

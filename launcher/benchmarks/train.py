@@ -92,8 +92,8 @@ def _measure(args: argparse.Namespace) -> dict:
 
     layout = distributed.read_env()
     device = distributed.init_process_group(layout)
+    steppers, configs = {}, {}
     try:
-        steppers, configs = {}, {}
         for system in SYSTEMS:
             cfg = configs[system] = experiment(args, system)
             batch = random_batch(cfg, args.seed)
@@ -107,6 +107,8 @@ def _measure(args: argparse.Namespace) -> dict:
                 if i >= args.warmup:
                     times[key].append(time.perf_counter() - began)
     finally:
+        for step in steppers.values():
+            getattr(step, "release", lambda: None)()
         distributed.teardown()
     step_s = {system: {loop: median(times[(system, loop)]) for loop in LOOPS} for system in SYSTEMS}
     overhead = {system: step_s[system]["deepspeed"] / step_s[system]["plain"] for system in SYSTEMS}

@@ -25,7 +25,10 @@ def _model_and_optimizer(cfg):
 
 
 def deepspeed_stepper(cfg, batch: dict, device: torch.device) -> Callable[[], float]:
-    """A function doing one engine step (forward, loss, backward, step); returns the loss."""
+    """A function doing one engine step (forward, loss, backward, step); returns the loss.
+
+    Its ``release()`` destroys the engine (before the process group goes).
+    """
     from fpar.data.batch import prepare_batch
     from fpar.engine import deepspeed_setup
     from fpar.models import compute_loss
@@ -43,6 +46,7 @@ def deepspeed_stepper(cfg, batch: dict, device: torch.device) -> Callable[[], fl
         engine.step()
         return float(loss.detach())
 
+    step.release = lambda: deepspeed_setup.release(engine)
     return step
 
 
