@@ -12,19 +12,14 @@ import pytest
 from launcher.cli import main
 from shards.annotations import load_segments
 from shards.annotations.epic55 import read_many_shot
+from shards.decode import VideoFile
 from shards.synth.plan import Options, make_plan
 from shards.synth.objects import object_polygons
 from shards.synth.render import VideoRenderer
 from shards.synth.scene import REFERENCE_HEIGHT
-from shards.decode import VideoFile
 from shards.synth.vocab import NOUNS, PART_VERBS, VERBS
 
 W, H, FPS = 128, 72, 15.0
-
-
-def _video(path: str) -> VideoFile:
-    """The project's own reader, at the native size."""
-    return VideoFile(path, short_side=H)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +61,7 @@ def test_videos_hold_the_frames_the_annotations_promise(epic55, tables):
     info = pd.read_csv(epic55 / "annotations" / "EPIC_video_info.csv")
     segs = pd.concat(tables.values())
     for row in info.itertuples():
-        vr = _video(str(epic55 / "videos" / row.video[:3] / f"{row.video}.MP4"))
+        vr = VideoFile(epic55 / "videos" / row.video[:3] / f"{row.video}.MP4", short_side=H)
         assert vr.fps == pytest.approx(row.fps, rel=1e-6)
         assert vr.num_frames == round(row.duration * row.fps), row.video
         mine = segs[segs.video_id == row.video]
@@ -82,7 +77,7 @@ def test_decoded_frames_are_the_rendered_ones(epic55, plan):
     """Reads are frame-exact: frame k decodes closest to rendered frame k."""
     video = plan.videos[0]
     rendered = list(VideoRenderer(video, plan.seed, W, H, FPS).frames())
-    vr = _video(str(epic55 / "videos" / video.participant / f"{video.video_id}.MP4"))
+    vr = VideoFile(epic55 / "videos" / video.participant / f"{video.video_id}.MP4", short_side=H)
     picks = [3, 40, len(rendered) // 2, len(rendered) - 2]
     decoded = vr.read(picks).astype(np.float32)
     for got, k in zip(decoded, picks):
@@ -123,7 +118,7 @@ def test_mask_covers_the_moving_object(epic55, plan):
     for video in plan.videos[:4]:
         renderer = VideoRenderer(video, plan.seed, W, H, FPS, plan.options)
         mask = np.load(epic55 / "masks" / f"{video.video_id}.npz")["mask"]
-        vr = _video(str(epic55 / "videos" / video.participant / f"{video.video_id}.MP4"))
+        vr = VideoFile(epic55 / "videos" / video.participant / f"{video.video_id}.MP4", short_side=H)
         for seg, track in zip(video.segments, renderer.tracks):
             a = seg.start_frame - 1 + (seg.stop_frame - seg.start_frame) // 4
             b = seg.stop_frame - 1 - (seg.stop_frame - seg.start_frame) // 4
@@ -144,7 +139,7 @@ def test_mask_covers_the_moving_object(epic55, plan):
 def test_camera_moves_as_much_as_the_objects(epic55, plan):
     video = plan.videos[0]
     renderer = VideoRenderer(video, plan.seed, W, H, FPS)
-    vr = _video(str(epic55 / "videos" / video.participant / f"{video.video_id}.MP4"))
+    vr = VideoFile(epic55 / "videos" / video.participant / f"{video.video_id}.MP4", short_side=H)
     # Background shifts between frames of a gap (nothing labelled moving there).
     first = video.segments[0].start_frame - 1
     g0, g1 = vr.read([0, min(first, 6)])

@@ -18,11 +18,6 @@ from shards.synth.vocab import LIDDED_NOUNS, NOUNS, PART_VERBS, VERBS, action_co
 TINY = {"width": 64, "height": 48, "min_seconds": 0.6, "max_seconds": 1.2, "fps": 12.0}
 
 
-def _video(path: str) -> VideoFile:
-    """The project's own reader (frame count and rate)."""
-    return VideoFile(path, short_side=48)
-
-
 def _header(path):
     with open(path, newline="") as fh:
         return next(csv.reader(fh))
@@ -87,7 +82,7 @@ def test_epic100_at_the_real_5994_fps(tmp_path, real_annotations):
     tail = read_tail_classes(ann)
     assert tail["verb"] <= set(tables["train"].verb_class)
     for row in info.itertuples():
-        vr = _video(str(out / "videos" / row.video_id[:3] / f"{row.video_id}.MP4"))
+        vr = VideoFile(out / "videos" / row.video_id[:3] / f"{row.video_id}.MP4", short_side=48)
         assert vr.num_frames == round(row.duration * row.fps)
         assert vr.fps == pytest.approx(60000 / 1001)
         segs = pd.concat(tables.values())
@@ -109,7 +104,7 @@ def test_egtea_sessions_and_three_splits(tmp_path):
     for row in table.itertuples():
         video = out / "videos" / f"{row.video_id}.mp4"
         assert row.participant == row.video_id.split("-")[0]
-        assert row.stop_frame <= _video(str(video)).num_frames
+        assert row.stop_frame <= VideoFile(video, short_side=48).num_frames
         verb, noun = action_combos()[row.class_id]
         assert (row.verb_class, row.noun_class) == (verb, noun)
         mask = np.load(out / "masks" / f"{row.video_id}.npz")["mask"]
