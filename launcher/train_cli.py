@@ -48,7 +48,9 @@ def register(subparsers) -> None:
         "eval.aggregate; the file records the views. Beside it, ms_SPLIT.json: the MS head's "
         "per-cell F1 and IoU of 'moving' (regression heads: squared error) at the head's "
         "resolution against the split's motion maps, next to predicting all static and "
-        "each cell's moving frequency in the training split; printed as one line.")
+        "each cell's moving frequency in the training split, and the head's F1 on the cells "
+        "that frequency calls static (what the head finds beyond where things usually "
+        "move); printed as one line.")
     ev.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT",
                     help="run folder (its latest complete checkpoint) or a checkpoint folder")
     ev.add_argument("--split", required=True,

@@ -266,6 +266,9 @@ def test_accuracy_reports_each_system_on_seen_and_unseen(tiny_work):
         assert 0.0 <= head["mean"] <= 1.0 and head["values"] == [head["mean"]]
         assert ms["sparnet"][split]["all_static_f1"]["mean"] == 0.0
         assert "head_f1" not in ms["baseline"][split]
+        beyond = ms["sparnet"][split]["head_beyond_prior_f1"]["mean"]
+        assert 0.0 <= beyond <= 1.0 and "head_beyond_prior_f1" not in ms["baseline"][split]
+        assert 0.0 <= ms["sparnet"][split]["head_agrees_with_prior"]["mean"] <= 1.0
         assert (ms["baseline"][split]["train_frequency_f1"]
                 == ms["sparnet"][split]["train_frequency_f1"])
     run_metrics = json.loads((tiny_work / "runs" / "sparnet_seed0" / "metrics.json").read_text())

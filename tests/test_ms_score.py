@@ -72,6 +72,38 @@ def test_counts_by_hand_and_training_frequency():
     assert freq["cells_moving"] == 1 and freq["threshold"] == pytest.approx(1.0)
     # On the test frames (0,0) moves twice, 2 more cells move: tp 2, fp 0, fn 2.
     assert freq["f1"] == pytest.approx(confusion_scores(2, 0, 2, 4)["f1"])
+    # Off the prior's cell (0,0) the head has fp (0,1) in frame 0 and misses (1,0) in frame 0
+    # and (0,1) in frame 1: nothing found there, where half of the moving cells are.
+    assert scores["head_beyond_prior"] == {**confusion_scores(0, 1, 2, 3),
+                                           "moving_share_of_all": 0.5}
+    # The head says "moving" at (0,0) as the prior does, and differs once, at (0,1).
+    assert scores["head_agrees_with_prior"] == pytest.approx(7 / 8)
+
+
+def test_a_head_that_learnt_the_prior_finds_nothing_beyond_it_and_a_perfect_one_all():
+    train = CellTally(4, "classification", 0.5)
+    train.add(motion_batch(8, b=8))
+    test_motion = motion_batch(9, b=8)
+    test_motion[::2, :, :4, -4:] = 1.0  # a cell the training split never saw moving
+    prior_only = CellTally(4, "classification", 0.5)
+    mask = torch.from_numpy(_prior_mask(train))
+    prior_only.add(test_motion, logits_for(mask.expand(8, 4, 4, 4)))
+    scores = ms_scores(prior_only, train)
+    assert scores["head_agrees_with_prior"] == 1.0
+    assert scores["head"]["f1"] == pytest.approx(scores["train_frequency"]["f1"])
+    beyond = scores["head_beyond_prior"]
+    assert beyond["f1"] == 0.0 and beyond["recall"] == 0.0
+    assert 0.0 < beyond["moving_share_of_all"] < 1.0  # the prior misses some motion
+    perfect = CellTally(4, "classification", 0.5)
+    perfect.add(test_motion, logits_for(ms_target(test_motion, 4, 0.5)))
+    assert ms_scores(perfect, train)["head_beyond_prior"]["f1"] == pytest.approx(1.0)
+    assert ms_scores(perfect, train)["head_agrees_with_prior"] < 1.0
+
+
+def _prior_mask(train: CellTally) -> np.ndarray:
+    from fpar.evaluation.ms_score import frequency_mask
+
+    return frequency_mask(train)[0]
 
 
 def test_the_threshold_applies_to_the_area_averaged_fraction():
@@ -110,6 +142,13 @@ def test_merged_and_reloaded_tallies_score_like_one_pass():
     assert first.frames == whole.frames == 16
     np.testing.assert_array_equal(first.moving, whole.moving)
     assert first.head == whole.head
+    np.testing.assert_array_equal(first.head_cells, whole.head_cells)
+    # A tally written before per-cell counts were kept still scores, without the extra figures.
+    old = whole.to_json()
+    del old["head_cells"]
+    scores = ms_scores(CellTally.from_json(old), whole)
+    assert scores["head"] == ms_scores(whole, whole)["head"]
+    assert "head_beyond_prior" not in scores
 
 
 def test_bad_tallies_are_refused():

@@ -187,8 +187,10 @@ def test_attention_and_motion_figures_follow_the_model(reports):
         ms = metrics["splits"][split]["ms"]
         assert f"{ms['head']['f1']:.3f}" in cam_sections["motion"]
         assert ms["all_static"]["f1"] == 0.0 and 0.0 <= ms["train_frequency"]["f1"] <= 1.0
+        assert f"{ms['head_beyond_prior']['f1']:.3f}" in cam_sections["motion"]
     assert "MS score" in cam_sections["motion"] and "MS score" in sections["motion"]
     assert "head F1" in sections["motion"]
+    assert "head F1 where it says static" in cam_sections["motion"]
 
 
 @pytest.mark.slow

@@ -118,6 +118,8 @@ def test_fpar_eval_with_two_ranks_writes_one_row_per_segment(runs, tmp_path):
     assert ms["test"]["frames"] == trained["test"]["frames"] > 0
     assert ms["test"]["moving"] == trained["test"]["moving"]
     assert ms["test"]["head"] == trained["test"]["head"]
+    assert ms["test"]["head_cells"] == trained["test"]["head_cells"]
+    assert "head_beyond_prior" in ms["scores"]
     assert sum(ms["test"]["head"]) == ms["test"]["frames"] * ms["test"]["side"] ** 2
     assert "MS f1 head" in proc.stdout
     metrics = json.loads((runs["two"] / "metrics.json").read_text())

@@ -8,6 +8,11 @@ mean squared error of the moving fraction. Two predictors that look at no frame 
 training split: for classification "moving" where that frequency reaches the threshold that
 maximises F1 on the training split, so it also covers "everything moves"; for regression the
 cell's mean fraction). Both follow from per-cell sums, which is what a pass collects.
+
+A classification head is also scored where the training-frequency predictor says "static"
+(``head_beyond_prior``): a head that has learnt only where things usually move scores 0
+there, one that reads the frame finds the motion the prior misses. ``head_agrees_with_prior``
+is the share of cell decisions in which the head says what that predictor says.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ class CellTally:
     ``moving``: per cell, frames whose target is moving (classification) or the summed
     moving fraction (regression); ``squares``: the summed squared fraction (regression).
     ``head``: ``tp, fp, fn, tn`` (classification) or the summed squared error (regression),
-    None while no prediction was added.
+    None while no prediction was added; ``head_cells``: (side, side, 4) ``tp, fp, fn, tn`` per
+    cell (classification; None in tallies written before it was kept).
     """
 
     side: int
@@ -38,6 +44,7 @@ class CellTally:
     moving: np.ndarray = field(default=None)
     squares: np.ndarray = field(default=None)
     head: list[float] | None = None
+    head_cells: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.moving is None:
@@ -60,9 +67,11 @@ class CellTally:
         if self.kind == "classification":
             pred = prediction.flatten(0, 1).argmax(dim=1).cpu().bool()
             truth = flat.cpu().bool()
-            counts = [(pred & truth).sum(), (pred & ~truth).sum(), (~pred & truth).sum(),
-                      (~pred & ~truth).sum()]
-            add = [float(c) for c in counts]
+            cells = torch.stack([(pred & truth).sum(0), (pred & ~truth).sum(0),
+                                 (~pred & truth).sum(0), (~pred & ~truth).sum(0)], -1).numpy()
+            self.head_cells = cells.astype(np.float64) + (
+                0 if self.head_cells is None else self.head_cells)
+            add = [float(c) for c in cells.sum((0, 1))]
         else:
             add = [float(((prediction.flatten(0, 1).double().cpu() - flat.cpu()) ** 2).sum())]
         self.head = add if self.head is None else [a + b for a, b in zip(self.head, add)]
@@ -75,11 +84,15 @@ class CellTally:
         if other.head is not None:
             self.head = other.head if self.head is None else [
                 a + b for a, b in zip(self.head, other.head)]
+        if other.head_cells is not None:
+            self.head_cells = other.head_cells + (
+                0 if self.head_cells is None else self.head_cells)
 
     def to_json(self) -> dict[str, Any]:
         return {"side": self.side, "kind": self.kind, "tau": self.tau, "frames": self.frames,
                 "moving": self.moving.tolist(), "squares": self.squares.tolist(),
-                "head": self.head}
+                "head": self.head,
+                "head_cells": None if self.head_cells is None else self.head_cells.tolist()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], where: str = "MS tally") -> "CellTally":
@@ -87,10 +100,14 @@ class CellTally:
             tally = cls(int(data["side"]), str(data["kind"]), float(data["tau"]),
                         int(data["frames"]), np.asarray(data["moving"], np.float64),
                         np.asarray(data["squares"], np.float64), data.get("head"))
+            if data.get("head_cells") is not None:
+                tally.head_cells = np.asarray(data["head_cells"], np.float64)
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{where}: not an MS tally ({err})") from None
         if tally.moving.shape != (tally.side, tally.side):
             raise ValueError(f"{where}: 'moving' is not {tally.side}x{tally.side}")
+        if tally.head_cells is not None and tally.head_cells.shape != (tally.side, tally.side, 4):
+            raise ValueError(f"{where}: 'head_cells' is not {tally.side}x{tally.side}x4")
         return tally
 
 
@@ -124,6 +141,18 @@ def frequency_mask(train: CellTally) -> tuple[np.ndarray, float]:
     return freq >= best_t, float(best_t)
 
 
+def _beyond_prior(test: CellTally, prior: np.ndarray) -> dict[str, Any]:
+    """The head's score on the cells ``prior`` calls static, the share of the test's moving
+    cells there, and how often the head's decision equals the prior's."""
+    cells = test.head_cells
+    predicted_moving = cells[..., 0] + cells[..., 1]
+    agree = predicted_moving[prior].sum() + (test.frames - predicted_moving[~prior]).sum()
+    return {"head_beyond_prior": {**confusion_scores(*cells[~prior].sum(0).tolist()),
+                                  "moving_share_of_all": float(
+                                      test.moving[~prior].sum() / max(test.moving.sum(), 1))},
+            "head_agrees_with_prior": float(agree / max(test.frames * test.side ** 2, 1))}
+
+
 def ms_scores(test: CellTally, train: CellTally) -> dict[str, Any]:
     """The head's score on ``test`` next to the trivial predictors built from ``train``."""
     if (test.side, test.kind) != (train.side, train.kind):
@@ -140,6 +169,8 @@ def ms_scores(test: CellTally, train: CellTally) -> dict[str, Any]:
         mask, threshold = frequency_mask(train)
         out["train_frequency"] = {**confusion_scores(*_mask_confusion(mask, test)),
                                   "threshold": threshold, "cells_moving": int(mask.sum())}
+        if test.head_cells is not None:
+            out.update(_beyond_prior(test, mask))
         return out
     mean = train.moving / max(train.frames, 1)
     # sum over frames of (y - c)^2 = squares - 2 c moving + frames c^2, per cell.
@@ -155,10 +186,15 @@ def headline(scores: dict[str, Any]) -> str:
     """One line: the head's F1 (or MSE) and the trivial predictors'."""
     key = "f1" if scores["kind"] == "classification" else "mse"
     head = scores["head"][key] if scores["head"] is not None else None
+    beyond = scores.get("head_beyond_prior")
     return (f"MS {key} head {'-' if head is None else f'{head:.3f}'}, all static "
             f"{scores['all_static'][key]:.3f}, training frequency "
             f"{scores['train_frequency'][key]:.3f} ({scores['side']}x{scores['side']} cells, "
-            f"{100 * scores['moving_share']:.1f}% moving)")
+            f"{100 * scores['moving_share']:.1f}% moving)"
+            + ("" if beyond is None else
+               f"; head where that predictor says static: f1 {beyond['f1']:.3f} "
+               f"({100 * beyond['moving_share_of_all']:.0f}% of the moving cells are there), "
+               f"same call as it on {100 * scores['head_agrees_with_prior']:.1f}% of cells"))
 
 
 def merge_ranks(tally: CellTally) -> CellTally:

@@ -186,9 +186,12 @@ def ms_score_table(run_dir: Path) -> Table | None:
         share = f"{100 * scores['moving_share']:.1f}%"
         if kind == "classification":
             freq = scores["train_frequency"]
+            beyond = scores.get("head_beyond_prior")
             rows.append([_split_title(name), cells, share, head.get("f1", "-"),
                          head.get("iou", "-"), f"{scores['all_static']['f1']:.3f}",
-                         f"{freq['f1']:.3f}", f"{freq['iou']:.3f}"])
+                         f"{freq['f1']:.3f}", f"{freq['iou']:.3f}",
+                         "-" if beyond is None else f"{beyond['f1']:.3f}",
+                         "-" if beyond is None else f"{100 * beyond['moving_share_of_all']:.0f}%"])
         else:
             rows.append([_split_title(name), cells, share, head.get("mse", "-"),
                          f"{scores['all_static']['mse']:.4f}",
@@ -197,13 +200,16 @@ def ms_score_table(run_dir: Path) -> Table | None:
         return None
     if kind == "classification":
         header = ["split", "cells", "moving", "head F1", "head IoU", "all static F1",
-                  "training frequency F1", "training frequency IoU"]
+                  "training frequency F1", "training frequency IoU",
+                  "head F1 where it says static", "moving cells there"]
     else:
         header = ["split", "cells", "moving (mean fraction)", "head MSE", "all static MSE",
                   "training mean MSE"]
     return Table(header, rows, caption="MS score: the head's moving/static prediction per "
                  "cell against the motion maps (training's crop and threshold), next to "
-                 "predicting all static and each cell's training frequency")
+                 "predicting all static and each cell's training frequency; then the head's F1 "
+                 "on the cells that the training frequency calls static, where only a head "
+                 "that reads the frame finds motion, and the share of moving cells there")
 
 
 def clip_sections(model_name: str, samples: list[ClipSample], names: dict, out: Path,

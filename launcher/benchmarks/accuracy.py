@@ -79,11 +79,13 @@ def summarise(per_seed: dict[int, dict]) -> dict:
     return out
 
 
-MS_FIELDS = (("head", "f1"), ("head", "iou"), ("all_static", "f1"), ("train_frequency", "f1"))
+MS_FIELDS = (("head", "f1"), ("head", "iou"), ("all_static", "f1"), ("train_frequency", "f1"),
+             ("head_beyond_prior", "f1"), ("head_agrees_with_prior", None))
 
 
 def summarise_ms(per_seed: dict[int, dict]) -> dict:
-    """Mean/std/values of the MS score per split (head F1 and IoU, the trivial predictors' F1),
+    """Mean/std/values of the MS score per split (head F1 and IoU, the trivial predictors' F1,
+    the head's F1 where the training frequency says static and how often it agrees with it),
     for the splits whose metrics hold one (``ms``; a model without the head has no ``head``)."""
     from launcher.benchmarks.stats import mean_std
 
@@ -95,9 +97,10 @@ def summarise_ms(per_seed: dict[int, dict]) -> dict:
             continue
         out[split] = {"side": scores[0]["side"], "moving_share": scores[0]["moving_share"]}
         for who, key in MS_FIELDS:
-            if all(m.get(who) for m in scores):
-                values = [float(m[who][key]) for m in scores]
-                out[split][f"{who}_{key}"] = {**mean_std(values), "values": values}
+            if all(m.get(who) is not None for m in scores):
+                values = [float(m[who] if key is None else m[who][key]) for m in scores]
+                out[split][who if key is None else f"{who}_{key}"] = {**mean_std(values),
+                                                                      "values": values}
     return out
 
 
