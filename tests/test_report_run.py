@@ -190,7 +190,7 @@ def test_attention_and_motion_figures_follow_the_model(reports):
         assert f"{ms['head_beyond_prior']['f1']:.3f}" in cam_sections["motion"]
     assert "MS score" in cam_sections["motion"] and "MS score" in sections["motion"]
     assert "head F1" in sections["motion"]
-    assert "head F1 where it says static" in cam_sections["motion"]
+    assert "head F1 where the training frequency says static" in cam_sections["motion"]
 
 
 @pytest.mark.slow

@@ -201,7 +201,7 @@ def ms_score_table(run_dir: Path) -> Table | None:
     if kind == "classification":
         header = ["split", "cells", "moving", "head F1", "head IoU", "all static F1",
                   "training frequency F1", "training frequency IoU",
-                  "head F1 where it says static", "moving cells there"]
+                  "head F1 where the training frequency says static", "moving cells there"]
     else:
         header = ["split", "cells", "moving (mean fraction)", "head MSE", "all static MSE",
                   "training mean MSE"]
